@@ -1,0 +1,9 @@
+"""dspy-fgo: Fine-Grained Generative Optimization for DSPy programs."""
+
+from dspy_fgo.candidate import apply_candidate, read_candidate
+from dspy_fgo.divide import ByEmbedding, ByKey, Partitioner, RandomSplit
+from dspy_fgo.fgo import FGO
+from dspy_fgo.report import Report
+
+__all__ = ["FGO", "Report", "Partitioner", "ByKey", "RandomSplit", "ByEmbedding", "read_candidate", "apply_candidate"]
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""Counting LM calls and tokens per role (task model, optimizer model, embedder).
+
+A ``RoleMeter`` is installed in ``dspy.context`` as both the usage tracker and a callback, so it
+sees every LM call made inside that context, on any thread DSPy starts, and through LM copies
+(MIPROv2 calls ``prompt_model.copy(...)``, whose history the original LM never sees). Cache hits
+count as calls but carry no billed tokens, as in DSPy.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import dspy
+from dspy.utils.callback import BaseCallback
+from dspy.utils.usage_tracker import UsageTracker
+
+
+@dataclass
+class RoleUsage:
+    calls: int = 0
+    billed_calls: int = 0  # calls that reached the provider (not served by the cache)
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    peak_prompt_tokens: int = 0  # the largest single prompt: FGO's claim is that it stays bounded
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RoleMeter(UsageTracker, BaseCallback):
+    """Thread-safe counter for one role; shared, never copied, by DSPy's parallel workers."""
+
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+        self.usage = RoleUsage()
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        # DSPy's ParallelExecutor deep-copies the usage tracker per worker; we want one shared tally.
+        return self
+
+    def add_usage(self, lm: str, usage_entry: dict) -> None:
+        prompt = int(usage_entry.get("prompt_tokens") or 0)
+        completion = int(usage_entry.get("completion_tokens") or 0)
+        with self._lock:
+            self.usage.billed_calls += 1
+            self.usage.prompt_tokens += prompt
+            self.usage.completion_tokens += completion
+            self.usage.peak_prompt_tokens = max(self.usage.peak_prompt_tokens, prompt)
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        with self._lock:
+            self.usage.calls += 1
+            if exception is not None:
+                self.usage.errors += 1
+
+    def count_calls(self, calls: int = 1, errors: int = 0) -> None:
+        """For roles whose calls do not go through ``dspy.LM`` (plain embedding callables)."""
+        with self._lock:
+            self.usage.calls += calls
+            self.usage.errors += errors
+
+
+class Meters:
+    """One meter per role."""
+
+    ROLES = ("task", "optimizer", "embedder")
+
+    def __init__(self):
+        self.by_role = {role: RoleMeter(role) for role in self.ROLES}
+
+    def __getitem__(self, role: str) -> RoleMeter:
+        return self.by_role[role]
+
+    @contextmanager
+    def metered(self, role: str, lm: dspy.BaseLM | None = None):
+        """Run the block with ``lm`` (if given) as the LM, counting its calls under ``role``."""
+        meter = self.by_role[role]
+        callbacks = [c for c in dspy.settings.callbacks if not isinstance(c, RoleMeter)] + [meter]
+        overrides = {"usage_tracker": meter, "callbacks": callbacks}
+        if lm is not None:
+            overrides["lm"] = lm
+        with dspy.context(**overrides):
+            yield meter
+
+    def to_dict(self) -> dict:
+        return {role: meter.usage.to_dict() for role, meter in self.by_role.items()}
+
+
+class Counters:
+    """Thread-safe named event counts for the report (prompt trims, rejected proposals, ...)."""
+
+    def __init__(self):
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._counts[name] = self._counts.get(name, 0) + n
+
+    def to_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))

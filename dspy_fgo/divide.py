@@ -1,0 +1,155 @@
+"""Divide: split the trainset into partitions (the paper's Section 3.2, "Divide").
+
+``partition_by`` may be a field name or an ``example -> key`` callable (category partitioning, as
+the paper does for ALFWorld), ``"random"`` (as for GAIA and LogisticsQA), ``None`` for automatic
+(cluster the examples' input text, so similar tasks land together), or a ``Partitioner``.
+Partitions smaller than ``min_size`` are pooled rather than optimized alone, and that is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import dspy
+import numpy as np
+from sklearn.cluster import KMeans
+
+
+@dataclass
+class Partition:
+    name: str
+    indices: list[int]  # positions in the trainset
+
+
+class Partitioner:
+    """Base class: ``split`` returns ``{partition name: [trainset positions]}``."""
+
+    def split(self, examples: Sequence[dspy.Example], *, n_partitions: int | None, seed: int, embed) -> dict[str, list[int]]:
+        raise NotImplementedError
+
+    def check(self, examples: Sequence[dspy.Example]) -> None:
+        """Raise a clear error for examples this partitioner cannot split (called before any LM call)."""
+
+
+class ByKey(Partitioner):
+    """One partition per value of a field (or of ``key(example)``)."""
+
+    def __init__(self, key: str | Callable[[dspy.Example], object]):
+        self.key = key
+
+    def _value(self, example: dspy.Example, index: int):
+        if callable(self.key):
+            return self.key(example)
+        if self.key not in example:
+            raise ValueError(
+                f"partition_by={self.key!r}: trainset[{index}] has no field {self.key!r} "
+                f"(its fields: {sorted(example.keys())})"
+            )
+        return example[self.key]
+
+    def check(self, examples):
+        for i, example in enumerate(examples):
+            self._value(example, i)
+
+    def split(self, examples, *, n_partitions, seed, embed):
+        groups: dict[str, list[int]] = {}
+        for i, example in enumerate(examples):
+            groups.setdefault(str(self._value(example, i)), []).append(i)
+        return dict(sorted(groups.items()))
+
+
+class RandomSplit(Partitioner):
+    """A seeded shuffle dealt into ``n_partitions`` near-equal parts."""
+
+    def split(self, examples, *, n_partitions, seed, embed):
+        n = n_partitions or default_partition_count(len(examples))
+        order = list(range(len(examples)))
+        random.Random(seed).shuffle(order)
+        return {f"random-{p}": sorted(order[p::n]) for p in range(n)}
+
+
+class ByEmbedding(Partitioner):
+    """KMeans on the embedded input text of each example: similar tasks land together."""
+
+    def split(self, examples, *, n_partitions, seed, embed):
+        n = n_partitions or default_partition_count(len(examples))
+        texts = [" ".join(str(v) for v in ex.inputs().values()) for ex in examples]
+        labels = KMeans(n_clusters=n, random_state=seed, n_init=10).fit_predict(embed(texts))
+        groups: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(int(label), []).append(i)
+        # Name clusters by their first member so names do not depend on KMeans' label order.
+        ordered = sorted(groups.values(), key=lambda idx: idx[0])
+        return {f"cluster-{p}": idx for p, idx in enumerate(ordered)}
+
+
+def default_partition_count(n_examples: int) -> int:
+    """About sqrt(n) partitions, between 2 and 8 (the paper used 4 to 8 on 36 to 60 examples)."""
+    return max(1, min(8, round(math.sqrt(n_examples)), n_examples // 2 or 1))
+
+
+def resolve_partitioner(partition_by) -> Partitioner:
+    if partition_by is None:
+        return ByEmbedding()
+    if isinstance(partition_by, Partitioner):
+        return partition_by
+    if partition_by == "random":
+        return RandomSplit()
+    if isinstance(partition_by, str) or callable(partition_by):
+        return ByKey(partition_by)
+    raise TypeError(
+        "partition_by must be None (automatic), 'random', a field name, a callable example -> key, "
+        f"or a dspy_fgo.Partitioner; got {type(partition_by).__name__}"
+    )
+
+
+def pool_small(groups: dict[str, list[int]], min_size: int) -> tuple[list[Partition], list[str]]:
+    """Pool partitions under ``min_size`` together (and into the smallest big one if still small).
+
+    Returns the partitions and a note per pooling, for the report.
+    """
+    big = {name: idx for name, idx in groups.items() if len(idx) >= min_size}
+    small = {name: idx for name, idx in groups.items() if len(idx) < min_size}
+    notes = []
+    if small:
+        pooled_name = "+".join(small)
+        pooled = sorted(i for idx in small.values() for i in idx)
+        if len(pooled) < min_size and big:
+            target = min(big, key=lambda name: (len(big[name]), name))
+            notes.append(f"partitions {sorted(small)} had fewer than {min_size} examples; pooled into {target!r}")
+            big[f"{target}+{pooled_name}"] = sorted(big.pop(target) + pooled)
+        else:
+            notes.append(f"partitions {sorted(small)} had fewer than {min_size} examples; pooled as {pooled_name!r}")
+            big[pooled_name] = pooled
+    return [Partition(name, idx) for name, idx in sorted(big.items(), key=lambda kv: kv[1][0])], notes
+
+
+def clusters_of(vectors: np.ndarray, k: int, method: str, seed: int) -> list[list[int]]:
+    """Split the rows of ``vectors`` into ``k`` non-empty groups with the chosen method."""
+    from sklearn.cluster import BisectingKMeans, SpectralClustering
+
+    n = len(vectors)
+    k = max(1, min(k, n))
+    if k == 1:
+        return [list(range(n))]
+    if method == "kmeans":
+        labels = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(vectors)
+    elif method == "bisecting":
+        labels = BisectingKMeans(n_clusters=k, random_state=seed).fit_predict(vectors)
+    elif method == "spectral":
+        affinity = np.clip(vectors @ vectors.T, 0.0, None) + 1e-6  # cosine similarity of unit vectors
+        labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed).fit_predict(affinity)
+    else:
+        raise ValueError(f"unknown clustering {method!r}")
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    ordered = sorted(groups.values(), key=lambda idx: idx[0])
+    if len(ordered) < 2:
+        # Identical embeddings (e.g. duplicate candidates) give one cluster: deal them out evenly so
+        # the recursion always shrinks.
+        return [list(range(n))[p::k] for p in range(k)]
+    return ordered

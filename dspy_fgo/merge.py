@@ -1,0 +1,135 @@
+"""Merge: the paper's Algorithm 2, progressive module merging.
+
+Optimized candidates are embedded; a group of at most ``t`` is merged by one LLM call per
+predictor that sees each candidate's text and its score; a larger group is clustered into
+floor(sqrt(n)) clusters, each merged recursively, and the cluster results are merged the same
+way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
+paper's ablation that merges everything at once). Every merged node is validated on the union of
+its children's examples.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import dspy
+
+from dspy_fgo.accounting import Counters
+from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor
+from dspy_fgo.divide import clusters_of
+from dspy_fgo.reflect import Budget, clean_instruction, clip
+from dspy_fgo.runtime import Runtime
+from dspy_fgo.signatures import MergeInstructions
+
+
+@dataclass
+class MergeNode:
+    id: int
+    candidate: Candidate
+    examples: list[int]  # trainset positions covered by this node
+    score: float  # validation score on ``examples``
+    children: list[int] = field(default_factory=list)
+    level: int = 0  # 0 for leaves (optimized partitions)
+    made_by: str = "leaf"  # "leaf", "llm_merge", or "identical" (children agreed: no call)
+    merge_calls: int = 0
+    partition: str | None = None  # leaves only
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class MergeTree:
+    """The nodes of one progressive merge; ``root`` is the last node made."""
+
+    def __init__(self):
+        self.nodes: list[MergeNode] = []
+        self._lock = threading.Lock()
+
+    def add(self, **fields: Any) -> MergeNode:
+        with self._lock:
+            node = MergeNode(id=len(self.nodes), **fields)
+            self.nodes.append(node)
+            return node
+
+    @property
+    def root(self) -> MergeNode:
+        return self.nodes[-1]
+
+    def max_fan_in(self) -> int:
+        return max((len(n.children) for n in self.nodes if n.made_by == "llm_merge"), default=0)
+
+
+class ProgressiveMerge:
+    def __init__(
+        self,
+        rt: Runtime,
+        program: dspy.Module,
+        items_of: Callable[[Sequence[int]], list[tuple[int, dspy.Example]]],
+        embed: Callable[[Sequence[str]], Any],
+        *,
+        threshold: int,
+        clustering: str,
+        budget: Budget,
+        counters: Counters,
+        seed: int,
+    ):
+        self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
+        self.threshold, self.clustering, self.budget = threshold, clustering, budget
+        self.counters, self.seed = counters, seed
+        self.tree = MergeTree()
+
+    def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str) -> MergeNode:
+        return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition)
+
+    def run(self, leaves: Sequence[MergeNode]) -> MergeNode:
+        return self._merge(list(leaves))
+
+    def _merge(self, nodes: list[MergeNode]) -> MergeNode:
+        if len(nodes) == 1:
+            return nodes[0]
+        if len(nodes) <= self.threshold or self.clustering == "none":
+            return self._merge_group(nodes)
+        vectors = self.embed([candidate_text(n.candidate) for n in nodes])
+        groups = clusters_of(vectors, math.isqrt(len(nodes)), self.clustering, self.seed)
+        # Each cluster's subtree is independent: merge them in parallel, then merge their results.
+        merged = self.rt.map(lambda idx: self._merge([nodes[i] for i in idx]), groups)
+        return self._merge(merged)
+
+    def _merge_group(self, nodes: list[MergeNode]) -> MergeNode:
+        """One merge node: an LLM merge per predictor on which the children differ, then validation."""
+        names = list(nodes[0].candidate)
+        differing = [n for n in names if len({node.candidate.get(n) for node in nodes}) > 1]
+        merged_texts = dict(zip(differing, self.rt.map(lambda name: self._merge_text(name, nodes), differing)))
+        candidate = {name: merged_texts.get(name, nodes[0].candidate[name]) for name in names}
+        examples = sorted(i for node in nodes for i in node.examples)
+        score = self.rt.score(candidate, self.items_of(examples))
+        return self.tree.add(
+            candidate=candidate,
+            examples=examples,
+            score=score,
+            children=[n.id for n in nodes],
+            level=1 + max(n.level for n in nodes),
+            made_by="llm_merge" if differing else "identical",
+            merge_calls=len(differing),
+        )
+
+    def _merge_text(self, name: str, nodes: list[MergeNode]) -> str:
+        per_item = max(400, self.budget.chars // len(nodes) - 100)
+        listing = "\n\n".join(
+            f"## Instruction {i + 1} (score {node.score:.2f} on {len(node.examples)} tasks)\n"
+            f"{clip(node.candidate[name], per_item)}"
+            for i, node in enumerate(nodes)
+        )
+        if any(len(node.candidate[name]) > per_item for node in nodes):
+            self.counters.add("prompts_clipped")
+        answer = self.rt.ask(MergeInstructions, step=describe_predictor(self.program, name), candidates=listing)
+        merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget)
+        if merged is None:
+            # Fall back to the child with the most evidence: never lose a good instruction to a bad merge.
+            self.counters.add("merges_rejected")
+            best = max(nodes, key=lambda n: (n.score * len(n.examples), len(n.examples)))
+            return best.candidate[name]
+        return merged

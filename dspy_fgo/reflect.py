@@ -1,0 +1,238 @@
+"""Algorithm 1 of the paper as three steps: explore, critique, rewrite.
+
+FGO runs it on each partition; the baselines (All-at-once, Batch-wise, Bootstrapping) run the same
+steps on other slices of the trainset, so there is one implementation of each step.
+
+Every optimizer prompt is built to fit a character budget derived from the optimizer model's
+context window: runs are clipped and, past the budget, dropped (failures are kept first), and the
+report counts how often that happened. That is what keeps FGO's prompts bounded however large the
+trainset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import dspy
+
+from dspy_fgo.accounting import Counters
+from dspy_fgo.candidate import Candidate, describe_predictor
+from dspy_fgo.runtime import Runtime, Trajectory, mean_score
+from dspy_fgo.signatures import CritiqueRun, RewriteInstruction
+
+CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
+PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing
+
+
+@dataclass
+class Budget:
+    """How much text the optimizer LM may be shown in one call."""
+
+    max_prompt_tokens: int = 6000
+    max_run_chars: int = 1500  # one run (trajectory) as shown to the optimizer
+    max_instruction_chars: int = 4000
+
+    @property
+    def chars(self) -> int:
+        return max(1000, (self.max_prompt_tokens - PROMPT_OVERHEAD_TOKENS) * CHARS_PER_TOKEN)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    score: float
+    candidate: Candidate
+    critiques: int = 0
+
+
+@dataclass
+class ReflectResult:
+    candidate: Candidate  # the best candidate seen
+    score: float  # its score on the examples it was optimized on
+    baseline_score: float  # the starting candidate's score there
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+def clip(text: str, limit: int) -> str:
+    """Shorten ``text`` to ``limit`` characters, keeping its head and tail."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = max(0, limit // 2 - 10)
+    return f"{text[:half]} [... {len(text) - 2 * half} chars cut ...] {text[-half:]}"
+
+
+def format_run(trajectory: Trajectory, limit: int) -> str:
+    """A run as the optimizer reads it: inputs, each step's outputs, the gold labels, the score."""
+    example = trajectory.example
+    inputs = example.inputs().toDict()
+    labels = example.labels().toDict()
+    lines = [f"Input: {_fields(inputs)}"]
+    for step in trajectory.steps:
+        lines.append(f"Step `{step.predictor}` output: {_fields(step.outputs)}")
+    if trajectory.error:
+        lines.append(f"Error: {trajectory.error}")
+    lines.append(f"Expected: {_fields(labels)}")
+    lines.append(f"Score: {trajectory.score:.2f}")
+    if trajectory.feedback:
+        lines.append(f"Metric feedback: {trajectory.feedback}")
+    return clip("\n".join(lines), limit)
+
+
+def _fields(values: dict[str, Any]) -> str:
+    return "; ".join(f"{k}={v!r}" if not isinstance(v, str) else f"{k}: {v}" for k, v in values.items())
+
+
+def instructions_text(candidate: Candidate) -> str:
+    return "\n".join(f"[{name}] {text}" for name, text in candidate.items())
+
+
+def pick_for_critique(trajectories: Sequence[Trajectory], successes: int) -> list[Trajectory]:
+    """All failures, and the first few successes so the optimizer also learns what works."""
+    failures = [t for t in trajectories if t.score < 1.0]
+    wins = [t for t in trajectories if t.score >= 1.0][:successes]
+    return failures + wins
+
+
+def critique(
+    rt: Runtime, candidate: Candidate, trajectories: Sequence[Trajectory], budget: Budget, counters: Counters
+) -> dict[Any, str]:
+    """One optimizer call per run (the paper's evaluator); returns critiques by example key."""
+    shown = instructions_text(candidate)
+    if len(shown) > budget.chars // 2:
+        counters.add("prompts_clipped")
+        shown = clip(shown, budget.chars // 2)
+    run_limit = min(budget.max_run_chars * 2, budget.chars - len(shown))
+
+    def one(trajectory: Trajectory):
+        answer = rt.ask(CritiqueRun, program_instructions=shown, run=format_run(trajectory, run_limit))
+        return trajectory.key, (answer.critique.strip() if answer is not None else "")
+
+    critiques = dict(rt.map(one, trajectories))
+    counters.add("critique_calls_failed", sum(1 for c in critiques.values() if not c))
+    return {k: v for k, v in critiques.items() if v}
+
+
+def runs_digest(
+    trajectories: Sequence[Trajectory], critiques: dict[Any, str], limit: int, budget: Budget, counters: Counters
+) -> str:
+    """Runs and critiques in one text that fits ``limit`` characters; failures first."""
+    ordered = sorted(trajectories, key=lambda t: (t.score >= 1.0, t.key not in critiques))
+    blocks, used = [], 0
+    for i, trajectory in enumerate(ordered):
+        block = format_run(trajectory, budget.max_run_chars)
+        if trajectory.key in critiques:
+            block += "\nCritique: " + clip(critiques[trajectory.key], budget.max_run_chars // 2)
+        block = f"### Run {i + 1}\n{block}\n"
+        if used + len(block) > limit:
+            counters.add("runs_dropped_from_prompts", len(ordered) - i)
+            break
+        blocks.append(block)
+        used += len(block)
+    return "\n".join(blocks) if blocks else "(no runs)"
+
+
+def rewrite(
+    rt: Runtime,
+    program: dspy.Module,
+    candidate: Candidate,
+    score: float,
+    trajectories: Sequence[Trajectory],
+    critiques: dict[Any, str],
+    history: Sequence[EpochRecord],
+    budget: Budget,
+    counters: Counters,
+) -> Candidate:
+    """Ask the optimizer for a new instruction per predictor; keep the old one on a bad answer."""
+
+    def one(name: str) -> tuple[str, str]:
+        current = clip(candidate[name], budget.max_instruction_chars)
+        past = "\n".join(
+            f"- score {r.score:.2f}: {clip(r.candidate.get(name, ''), 600)}" for r in history[-4:-1]
+        ) or "(none)"
+        room = budget.chars - len(current) - len(past) - 200
+        answer = rt.ask(
+            RewriteInstruction,
+            step=describe_predictor(program, name),
+            current_instruction=f"(score {score:.2f})\n{current}",
+            past_instructions=past,
+            runs_and_critiques=runs_digest(trajectories, critiques, room, budget, counters),
+        )
+        proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget)
+        if proposal is None:
+            counters.add("proposals_rejected")
+            return name, candidate[name]
+        return name, proposal
+
+    return dict(rt.map(one, list(candidate)))
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
+
+
+def clean_instruction(text: str | None, budget: Budget) -> str | None:
+    """The proposed instruction, or None when it is empty, a leak of the prompt, or runaway."""
+    if not text:
+        return None
+    text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
+    if len(text) < 8 or len(text) > budget.max_instruction_chars:
+        return None
+    if "[[ ##" in text or "### Run " in text or "Critique:" in text:
+        return None  # the model copied our prompt's framing instead of writing an instruction
+    return text
+
+
+def optimize_module(
+    rt: Runtime,
+    program: dspy.Module,
+    start: Candidate,
+    items: Sequence[tuple[Any, dspy.Example]],
+    *,
+    epochs: int,
+    budget: Budget,
+    counters: Counters,
+    critique_successes: int = 2,
+) -> ReflectResult:
+    """Algorithm 1: explore, critique, rewrite, for ``epochs`` rewrites; keep the best candidate.
+
+    The last rewrite is evaluated too, so ``epochs`` rewrites take ``epochs + 1`` explorations.
+    A perfect score stops early: there is nothing left to learn on these examples.
+    """
+    current, history = dict(start), []
+    for epoch in range(epochs + 1):
+        trajectories = rt.evaluate(current, items)
+        record = EpochRecord(epoch=epoch, score=mean_score(trajectories), candidate=current)
+        history.append(record)
+        if epoch == epochs or record.score >= 1.0:
+            break
+        chosen = pick_for_critique(trajectories, critique_successes)
+        critiques = critique(rt, current, chosen, budget, counters)
+        record.critiques = len(critiques)
+        current = rewrite(rt, program, current, record.score, chosen, critiques, history, budget, counters)
+    best = max(history, key=lambda r: r.score)  # max keeps the earliest on ties: prefer fewer changes
+    return ReflectResult(candidate=best.candidate, score=best.score, baseline_score=history[0].score, history=history)
+
+
+DEFAULT_CONTEXT_WINDOW = 8192  # when neither the user nor LiteLLM knows the model's window
+
+
+def context_window(lm: dspy.BaseLM) -> int:
+    """The model's input window in tokens, from LiteLLM's model info, else a safe default."""
+    try:
+        import litellm
+
+        litellm.suppress_debug_info = True  # an unknown model is expected here, not worth a banner
+        info = litellm.get_model_info(lm.model)
+        return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_CONTEXT_WINDOW)
+    except Exception:
+        return DEFAULT_CONTEXT_WINDOW
+
+
+def budget_for(lm: dspy.BaseLM, max_prompt_tokens: int | None) -> Budget:
+    """The prompt budget for ``lm``: the user's setting, or its window less room for the answer."""
+    if max_prompt_tokens is None:
+        answer_room = int(getattr(lm, "kwargs", {}).get("max_tokens") or 1000)
+        max_prompt_tokens = context_window(lm) - answer_room
+    return Budget(max_prompt_tokens=max_prompt_tokens)

@@ -1,0 +1,174 @@
+"""Running the program and the optimizer LM: threads, traces, scores, and an evaluation cache.
+
+One ``Runtime`` serves a whole compile. It bounds the LM calls in flight with one semaphore, so
+partitions running in parallel and examples running in parallel inside them never multiply the
+concurrency the user asked for, and it remembers every (candidate, example) score so a candidate
+is never run twice on the same example (merge validation reuses the partition runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import dspy
+from dspy.dsp.utils.settings import thread_local_overrides
+
+from dspy_fgo.accounting import Meters
+from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key
+
+logger = logging.getLogger("dspy_fgo")
+
+
+@dataclass
+class Step:
+    """One predictor call inside a program run."""
+
+    predictor: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class Trajectory:
+    """One run of the program on one example, scored: what the critique step reads."""
+
+    key: Any
+    example: dspy.Example
+    prediction: Any
+    steps: list[Step] = field(default_factory=list)
+    score: float = 0.0
+    feedback: str | None = None  # from a metric that returns dspy.Prediction(score=..., feedback=...)
+    error: str | None = None
+
+
+def score_of(result: Any) -> tuple[float, str | None]:
+    """A metric result (bool, number, or Prediction with score/feedback) as (score, feedback)."""
+    if hasattr(result, "score"):
+        return float(result.score), getattr(result, "feedback", None)
+    return float(result), None
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        student: dspy.Module,
+        metric: Callable,
+        task_lm: dspy.BaseLM | None,
+        prompt_lm: dspy.BaseLM | None,
+        meters: Meters,
+        num_threads: int,
+        max_errors: int | None,
+    ):
+        self.student = student
+        self.metric = metric
+        self.task_lm = task_lm
+        self.prompt_lm = prompt_lm
+        self.meters = meters
+        self.num_threads = num_threads
+        self.max_errors = max_errors
+        self.slots = threading.BoundedSemaphore(num_threads)
+        self._cache: dict[tuple[str, Any], Trajectory] = {}
+        self._lock = threading.Lock()
+        self.program_errors = 0
+        self.metric_errors = 0
+
+    # -- threads ---------------------------------------------------------------------------
+    def map(self, fn: Callable, items: Sequence) -> list:
+        """``[fn(x) for x in items]`` on threads, in order, carrying DSPy's context into them."""
+        items = list(items)
+        if len(items) <= 1 or self.num_threads <= 1:
+            return [fn(item) for item in items]
+        parent = thread_local_overrides.get().copy()
+
+        def run(item):
+            token = thread_local_overrides.set(parent.copy())
+            try:
+                return fn(item)
+            finally:
+                thread_local_overrides.reset(token)
+
+        with ThreadPoolExecutor(max_workers=min(len(items), self.num_threads)) as pool:
+            return list(pool.map(run, items))
+
+    # -- the task model --------------------------------------------------------------------
+    def evaluate(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> list[Trajectory]:
+        """Run the candidate on each (key, example) and score it; cached per (candidate, key)."""
+        ckey = candidate_key(candidate)
+        todo = [(k, ex) for k, ex in items if (ckey, k) not in self._cache]
+        if todo:
+            program = apply_candidate(self.student, candidate)
+            names = {id(p): n for n, p in program.named_predictors()}
+            with self.meters.metered("task", self.task_lm):
+                done = self.map(lambda item: self._run_one(program, names, *item), todo)
+            with self._lock:
+                for trajectory in done:
+                    self._cache[(ckey, trajectory.key)] = trajectory
+        return [self._cache[(ckey, k)] for k, _ in items]
+
+    def score(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> float:
+        trajectories = self.evaluate(candidate, items)
+        return mean_score(trajectories)
+
+    def _run_one(self, program: dspy.Module, names: dict, key: Any, example: dspy.Example) -> Trajectory:
+        with self.slots, dspy.context(trace=[]):
+            try:
+                prediction = program(**example.inputs())
+                error = None
+            except Exception as exc:  # a failed run is a score of 0, not the end of the compile
+                prediction, error = None, f"{type(exc).__name__}: {exc}"
+                logger.debug("program failed on example %s: %s", key, error)
+            trace = list(dspy.settings.trace)
+        steps = [Step(names.get(id(p), type(p).__name__), dict(i), _as_dict(o)) for p, i, o in trace]
+        trajectory = Trajectory(key=key, example=example, prediction=prediction, steps=steps, error=error)
+        if error is not None:
+            self._count_error("program")
+            return trajectory
+        try:
+            trajectory.score, trajectory.feedback = score_of(self.metric(example, prediction, None))
+        except Exception as exc:
+            trajectory.error = f"metric raised {type(exc).__name__}: {exc}"
+            logger.debug("metric failed on example %s: %s", key, trajectory.error)
+            self._count_error("metric")
+        return trajectory
+
+    def _count_error(self, kind: str) -> None:
+        # Program errors (timeouts, rate limits, unparseable outputs after DSPy's retries) score 0
+        # and the run goes on; metric errors are bugs in user code, so they stop the run past
+        # max_errors, as dspy.Evaluate does.
+        with self._lock:
+            if kind == "program":
+                self.program_errors += 1
+                return
+            self.metric_errors += 1
+            errors = self.metric_errors
+        limit = self.max_errors if self.max_errors is not None else dspy.settings.max_errors
+        if errors > limit:
+            raise RuntimeError(
+                f"dspy_fgo: the metric raised {errors} times, more than max_errors={limit}; "
+                "fix the metric or set FGO(max_errors=...) (each error is in the debug log)."
+            )
+
+    # -- the optimizer model ---------------------------------------------------------------
+    def ask(self, signature: type[dspy.Signature], **inputs) -> dspy.Prediction | None:
+        """One optimizer-LM call; None if it fails (the caller keeps what it had)."""
+        with self.slots, self.meters.metered("optimizer", self.prompt_lm):
+            try:
+                return dspy.Predict(signature)(**inputs)
+            except Exception as exc:
+                logger.warning("optimizer call %s failed: %s: %s", signature.__name__, type(exc).__name__, exc)
+                return None
+
+
+def mean_score(trajectories: Sequence[Trajectory]) -> float:
+    return sum(t.score for t in trajectories) / len(trajectories) if trajectories else 0.0
+
+
+def _as_dict(outputs: Any) -> dict[str, Any]:
+    if hasattr(outputs, "items"):
+        return dict(outputs.items())
+    return {"output": outputs}

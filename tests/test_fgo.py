@@ -1,0 +1,193 @@
+"""FGO end to end on the toy world (fake LMs): divide, optimize, merge, select, report."""
+
+import json
+
+import dspy
+import pytest
+
+from conftest import RULE, exact, make_examples
+from dspy_fgo import FGO, Report, read_candidate
+
+CATS = ["alpha", "beta", "gamma", "delta"]
+
+
+def compile_fgo(task_lm, prompt_lm, trainset, student=None, **settings):
+    student = student or dspy.Predict("question -> answer")
+    settings.setdefault("partition_by", "category")
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
+    return fgo, fgo.compile(student, trainset=trainset)
+
+
+def test_learns_every_category_and_reports(task_lm, prompt_lm):
+    trainset = make_examples(CATS)
+    fgo, optimized = compile_fgo(task_lm, prompt_lm, trainset, epochs=2)
+    task_calls, optimizer_calls = task_lm.calls, prompt_lm.calls
+    instruction = optimized.signature.instructions
+    assert set(RULE.findall(instruction)) == set(CATS)
+    with dspy.context(lm=task_lm):
+        assert all(exact(ex, optimized(**ex.inputs())) for ex in trainset)
+
+    report = fgo.report_
+    assert [p.name for p in report.partitions] == CATS  # in order of first appearance
+    assert all(p.score_before == 0.0 and p.score_after == 1.0 for p in report.partitions)
+    assert report.root["score"] == 1.0 and sorted(report.root["examples"]) == list(range(len(trainset)))
+    assert report.selection["returned"] == "root"
+    # Usage per role matches what the fake LMs actually served.
+    assert report.usage["task"]["calls"] == task_calls
+    assert report.usage["optimizer"]["calls"] == optimizer_calls
+    assert report.usage["optimizer"]["prompt_tokens"] > 0
+    assert report.usage["optimizer"]["peak_prompt_tokens"] <= report.usage["optimizer"]["prompt_tokens"]
+    assert set(report.timings) == {"divide", "optimize", "merge", "select"}
+    json.dumps(report.to_dict())
+    assert "partition" in report.summary()
+
+
+def test_student_is_untouched(task_lm, prompt_lm):
+    student = dspy.Predict("question -> answer")
+    before = read_candidate(student)
+    _, optimized = compile_fgo(task_lm, prompt_lm, make_examples(CATS[:2]), student=student, epochs=1)
+    assert read_candidate(student) == before
+    assert optimized is not student and read_candidate(optimized) != before
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 10, 30])
+def test_tree_shape_and_bounded_fan_in(task_lm, prompt_lm, n):
+    cats = [f"c{i:02d}" for i in range(n)]
+    trainset = make_examples(cats, per_category=2)
+    fgo, _ = compile_fgo(task_lm, prompt_lm, trainset, epochs=1, merge_threshold=3)
+    tree = fgo.report_.tree
+    leaves = [node for node in tree if not node["children"]]
+    assert len(leaves) == n
+    assert all(len(node["children"]) <= 3 for node in tree)
+    # Every node covers exactly the union of its children's examples; the root covers everything once.
+    for node in tree:
+        if node["children"]:
+            union = sorted(i for c in node["children"] for i in tree[c]["examples"])
+            assert node["examples"] == union
+    assert tree[-1]["examples"] == list(range(len(trainset)))
+    reached, todo = set(), [tree[-1]["id"]]
+    while todo:
+        node = tree[todo.pop()]
+        reached.add(node["id"])
+        todo += node["children"]
+    assert reached == {node["id"] for node in tree}  # a tree: every node feeds the root
+    if n > 3:  # recursion: some merge sits above another
+        assert max(node["level"] for node in tree) >= 2
+
+
+def test_merge_node_score_is_validation_on_union(task_lm, prompt_lm):
+    trainset = make_examples(CATS)
+    fgo, _ = compile_fgo(task_lm, prompt_lm, trainset, epochs=1)
+    student = dspy.Predict("question -> answer")
+    for node in fgo.report_.tree:
+        program = student.deepcopy()
+        program.signature = program.signature.with_instructions(node["candidate"]["self"])
+        with dspy.context(lm=task_lm):
+            scores = [exact(trainset[i], program(**trainset[i].inputs())) for i in node["examples"]]
+        assert node["score"] == pytest.approx(sum(scores) / len(scores))
+
+
+def test_clustering_none_merges_all_at_once(task_lm, prompt_lm):
+    fgo, _ = compile_fgo(task_lm, prompt_lm, make_examples([f"c{i}" for i in range(6)], 2), epochs=1, clustering="none")
+    merges = [node for node in fgo.report_.tree if node["children"]]
+    assert len(merges) == 1 and len(merges[0]["children"]) == 6
+
+
+@pytest.mark.parametrize("clustering", ["spectral", "bisecting"])
+def test_other_clusterings_keep_the_bound(task_lm, prompt_lm, clustering):
+    fgo, _ = compile_fgo(task_lm, prompt_lm, make_examples([f"c{i}" for i in range(10)], 2), epochs=1, clustering=clustering)
+    assert max(len(node["children"]) for node in fgo.report_.tree) <= 3
+
+
+def test_partition_keeps_best_candidate_when_rewrites_get_worse(task_lm):
+    from fakes import FakeLM
+
+    # The task model answers right only WITHOUT a rule; the optimizer always adds one.
+    def contrarian(fields, messages):
+        from conftest import objective, task_respond
+
+        values = task_respond(fields, messages)
+        right = "RULE-" not in objective(messages)
+        question = messages[-1]["content"]
+        return {f: (v if not right else v) for f, v in values.items()} if not right else {
+            f: (_answer_of(question) if f == "answer" else "ok") for f in fields
+        }
+
+    def _answer_of(text):
+        q = text.split("[[ ## question ## ]]\n", 1)[1].split()
+        return f"{q[0]}-{q[3]}"
+
+    worsening = FakeLM(lambda f, m: {k: "Answer. RULE-nothing" if k != "critique" else "Add RULE-nothing." for k in f})
+    fgo = FGO(metric=exact, task_model=FakeLM(contrarian), prompt_model=worsening, partition_by="category", epochs=2)
+    student = dspy.Predict("question -> answer")
+    optimized = fgo.compile(student, trainset=make_examples(CATS[:2]))
+    assert read_candidate(optimized) == read_candidate(student)
+    assert all(p.score_after == p.score_before == 1.0 for p in fgo.report_.partitions)
+
+
+def test_root_guard_returns_a_better_child_when_the_merge_is_worse(task_lm):
+    from conftest import optimizer_respond
+    from fakes import FakeLM
+
+    def bad_merge(fields, messages):
+        if "merged_instruction" in fields:
+            return {"merged_instruction": "Answer the question briefly."}  # drops every rule
+        return optimizer_respond(fields, messages)
+
+    fgo, optimized = compile_fgo(task_lm, FakeLM(bad_merge), make_examples(CATS[:2]), epochs=1)
+    sel = fgo.report_.selection
+    assert sel["returned"] != "root"
+    assert sel["scores"][sel["returned"]] > sel["scores"]["root"]
+    assert "above the merged root" in sel["reason"]
+    assert RULE.findall(optimized.signature.instructions)
+
+
+def test_valset_is_used_for_the_final_choice(task_lm, prompt_lm):
+    trainset, valset = make_examples(CATS[:2]), make_examples(CATS[:2], per_category=1)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
+    assert fgo.report_.selection["on"] == "valset"
+
+
+class TwoStage(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.think = dspy.ChainOfThought("question -> notes")
+        self.answer = dspy.Predict("question, notes -> answer")
+
+    def forward(self, question):
+        notes = self.think(question=question).notes
+        return self.answer(question=question, notes=notes)
+
+
+def test_multi_predictor_program_optimizes_each_instruction(task_lm, prompt_lm):
+    fgo, optimized = compile_fgo(task_lm, prompt_lm, make_examples(CATS[:3]), student=TwoStage(), epochs=1)
+    candidate = read_candidate(optimized)
+    assert set(candidate) == {"think.predict", "answer"}
+    assert set(RULE.findall(candidate["answer"])) == set(CATS[:3])
+    assert all(set(node["candidate"]) == {"think.predict", "answer"} for node in fgo.report_.tree)
+
+
+def test_save_load_round_trip(tmp_path, task_lm, prompt_lm):
+    fgo, optimized = compile_fgo(task_lm, prompt_lm, make_examples(CATS[:2]), epochs=1)
+    optimized.save(str(tmp_path / "program.json"))
+    loaded = dspy.Predict("question -> answer")
+    loaded.load(str(tmp_path / "program.json"))
+    assert read_candidate(loaded) == read_candidate(optimized)
+    fgo.report_.save(tmp_path / "report.json")
+    again = Report.load(tmp_path / "report.json")
+    assert again.to_dict() == json.loads(json.dumps(fgo.report_.to_dict()))
+
+
+def test_same_seed_same_result(prompt_lm):
+    from conftest import task_respond
+    from fakes import FakeLM
+
+    def run():
+        fgo = FGO(metric=exact, task_model=FakeLM(task_respond), prompt_model=prompt_lm, partition_by=None,
+                  n_partitions=3, seed=7, epochs=1, num_threads=4)
+        optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples([f"c{i}" for i in range(6)], 2))
+        report = fgo.report_.to_dict()
+        return read_candidate(optimized), [p["name"] for p in report["partitions"]], report["tree"]
+
+    assert run() == run()
