@@ -8,6 +8,7 @@ needs, and it runs anywhere scikit-learn does.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,7 +28,9 @@ def offline_embed(texts: Sequence[str], dims: int = 64, seed: int = 0) -> np.nda
     n_components = min(dims, tfidf.shape[0] - 1, tfidf.shape[1] - 1)
     if n_components < 2:
         return normalize(tfidf.toarray())
-    reduced = TruncatedSVD(n_components=n_components, random_state=seed).fit_transform(tfidf)
+    with warnings.catch_warnings():  # identical texts make SVD's explained-variance ratio 0/0: harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reduced = TruncatedSVD(n_components=n_components, random_state=seed).fit_transform(tfidf)
     return normalize(reduced)
 
 

@@ -146,7 +146,7 @@ def _part_paths(spec: ModelSpec) -> list[Path]:
 
 # Runs in the child. It never imports dspy_fgo (whose __init__ may pull in dspy) and exits when
 # its stdin reaches EOF, which also happens if the parent dies without calling stop().
-_CHILD = r"""
+_CHILD = r"""# dspy_fgo.local llama.cpp server
 import json, os, sys
 cfg = json.loads(sys.argv[1])
 import xllamacpp as x

@@ -1,0 +1,77 @@
+"""Partitioning strategies and small-partition pooling."""
+
+import dspy
+import pytest
+
+from conftest import make_examples
+from dspy_fgo import ByEmbedding, ByKey, RandomSplit
+from dspy_fgo.divide import pool_small
+from dspy_fgo.embed import offline_embed
+
+
+def test_by_field_and_by_callable():
+    examples = make_examples(["a", "b", "c"], per_category=2)
+    assert ByKey("category").split(examples, n_partitions=None, seed=0, embed=None) == {
+        "a": [0, 1], "b": [2, 3], "c": [4, 5]
+    }
+    by_parity = ByKey(lambda ex: int(ex.answer[-1]) % 2).split(examples, n_partitions=None, seed=0, embed=None)
+    assert by_parity == {"0": [0, 2, 4], "1": [1, 3, 5]}
+
+
+def test_random_split_is_seeded_balanced_and_disjoint():
+    examples = make_examples(["a", "b", "c", "d"], per_category=5)
+    split = RandomSplit().split(examples, n_partitions=3, seed=1, embed=None)
+    assert sorted(len(v) for v in split.values()) == [6, 7, 7]
+    assert sorted(i for v in split.values() for i in v) == list(range(20))
+    assert split == RandomSplit().split(examples, n_partitions=3, seed=1, embed=None)
+    assert split != RandomSplit().split(examples, n_partitions=3, seed=2, embed=None)
+
+
+def test_automatic_split_groups_similar_inputs():
+    topics = {
+        "cooking": "recipe oven bake flour sugar butter dough",
+        "football": "goal striker penalty referee stadium league",
+        "astronomy": "planet orbit telescope galaxy comet star",
+    }
+    examples = [
+        dspy.Example(question=f"{words} question {i}", topic=t).with_inputs("question")
+        for t, words in topics.items() for i in range(4)
+    ]
+    groups = ByEmbedding().split(examples, n_partitions=3, seed=0, embed=offline_embed)
+    found = sorted(sorted({examples[i].topic for i in idx}) for idx in groups.values())
+    assert found == [["astronomy"], ["cooking"], ["football"]]
+
+
+def test_small_partitions_are_pooled_and_noted():
+    parts, notes = pool_small({"big": [0, 1, 2], "tiny1": [3], "tiny2": [4]}, min_size=2)
+    assert [(p.name, p.indices) for p in parts] == [("big", [0, 1, 2]), ("tiny1+tiny2", [3, 4])]
+    assert "fewer than 2" in notes[0]
+    parts, notes = pool_small({"big": [0, 1, 2], "small": [3, 4], "tiny": [5]}, min_size=3)
+    assert [(p.name, p.indices) for p in parts] == [("big", [0, 1, 2]), ("small+tiny", [3, 4, 5])]
+    parts, notes = pool_small({"big": [0, 1, 2], "tiny": [3]}, min_size=3)
+    assert [(p.name, p.indices) for p in parts] == [("big+tiny", [0, 1, 2, 3])] and "pooled into 'big'" in notes[0]
+
+
+def test_every_partition_too_small_still_runs(task_lm, prompt_lm):
+    from conftest import exact
+    from dspy_fgo import FGO
+
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category",
+              min_partition_size=5, epochs=1)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b", "c"], per_category=1))
+    assert len(fgo.report_.partitions) == 1 and fgo.report_.notes
+
+
+def test_embedder_failure_falls_back_with_a_warning(task_lm, prompt_lm, caplog):
+    from conftest import exact
+    from dspy_fgo import FGO
+
+    def broken_embedder(texts):
+        raise ConnectionError("embedding service down")
+
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by=None, n_partitions=2,
+              embedder=broken_embedder, epochs=1)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"], per_category=3))
+    assert fgo.report_.events["embedder_fallbacks"] >= 1
+    assert "embedder failed" in caplog.text
+    assert fgo.report_.usage["embedder"]["errors"] >= 1

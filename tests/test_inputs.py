@@ -1,0 +1,88 @@
+"""Bad settings and bad inputs fail fast, with a message naming the problem, before any LM call."""
+
+import dspy
+import pytest
+
+from conftest import exact, make_examples
+from dspy_fgo import FGO
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"metric": "not callable"}, "metric must be callable"),
+        ({"epochs": -1}, "epochs must be an integer >= 0"),
+        ({"merge_threshold": 1}, "merge_threshold must be an integer >= 2"),
+        ({"n_partitions": 0}, "n_partitions must be an integer >= 1"),
+        ({"num_threads": 0}, "num_threads must be an integer >= 1"),
+        ({"clustering": "dbscan"}, "clustering must be one of"),
+        ({"prompt_model": "openai/gpt-4o"}, "prompt_model must be a dspy.LM"),
+        ({"embedder": 42}, "embedder must be"),
+        ({"partition_by": 3.5}, "partition_by must be"),
+    ],
+)
+def test_bad_settings(settings, message):
+    settings = {"metric": exact, **settings}
+    with pytest.raises((TypeError, ValueError), match=message):
+        FGO(**settings)
+
+
+def compile_with(task_lm, prompt_lm, student=None, trainset=None, **settings):
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
+    trainset = make_examples(["a", "b"]) if trainset is None else trainset
+    return fgo.compile(student or dspy.Predict("question -> answer"), trainset=trainset)
+
+
+@pytest.mark.parametrize(
+    "trainset, settings, message",
+    [
+        ([], {}, "trainset must be a non-empty list"),
+        (None, {"partition_by": "topic"}, "has no field 'topic'"),
+        (None, {"n_partitions": 100}, "n_partitions=100 is larger than the trainset"),
+        ([dspy.Example(question="q", answer="a")], {}, "has no input fields"),
+        ([{"question": "q", "answer": "a"}], {}, "not a dspy.Example"),
+    ],
+)
+def test_bad_inputs_raise_before_any_lm_call(task_lm, prompt_lm, trainset, settings, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        compile_with(task_lm, prompt_lm, trainset=trainset, **settings)
+    assert task_lm.calls == 0 and prompt_lm.calls == 0
+
+
+def test_program_without_predictors(task_lm, prompt_lm):
+    class Empty(dspy.Module):
+        def forward(self, question):
+            return dspy.Prediction(answer=question)
+
+    with pytest.raises(ValueError, match="no predictors"):
+        compile_with(task_lm, prompt_lm, student=Empty())
+
+
+def test_no_lm_configured():
+    fgo = FGO(metric=exact)
+    with pytest.raises(ValueError, match="no LM configured"):
+        fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a"]))
+
+
+def test_metric_errors_stop_past_max_errors(task_lm, prompt_lm):
+    def broken(example, prediction, trace=None):
+        raise KeyError("oops")
+
+    fgo = FGO(metric=broken, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", max_errors=2)
+    with pytest.raises(RuntimeError, match="metric raised 3 times, more than max_errors=2"):
+        fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"]))
+
+
+def test_failing_task_calls_score_zero_and_the_run_goes_on(prompt_lm):
+    from conftest import task_respond
+    from fakes import FakeLM
+
+    def flaky(text):
+        if "number 1 " in text:
+            raise TimeoutError("simulated timeout")
+
+    lm = FakeLM(task_respond, fail=flaky)
+    fgo = FGO(metric=exact, task_model=lm, prompt_model=prompt_lm, partition_by="category", epochs=1)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"]))
+    assert fgo.report_.events["program_errors"] > 0
+    assert fgo.report_.root["score"] == pytest.approx(2 / 3)  # 2 of 3 per category still learned
