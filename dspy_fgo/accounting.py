@@ -31,38 +31,67 @@ class RoleUsage:
 
 
 class RoleMeter(UsageTracker, BaseCallback):
-    """Thread-safe counter for one role; shared, never copied, by DSPy's parallel workers."""
+    """Thread-safe counter for one role, in total and per model name.
+
+    Shared, never copied, by DSPy's parallel workers. The per-model split lets a caller separate
+    roles inside a third-party optimizer (MIPROv2, GEPA) when its task and prompt models differ.
+    """
 
     def __init__(self, role: str):
         super().__init__()
         self.role = role
         self.usage = RoleUsage()
+        self.by_model: dict[str, RoleUsage] = {}
+        self._pending: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo):
         # DSPy's ParallelExecutor deep-copies the usage tracker per worker; we want one shared tally.
         return self
 
+    def _tallies(self, model: str) -> tuple[RoleUsage, RoleUsage]:
+        return self.usage, self.by_model.setdefault(model, RoleUsage())
+
     def add_usage(self, lm: str, usage_entry: dict) -> None:
         prompt = int(usage_entry.get("prompt_tokens") or 0)
         completion = int(usage_entry.get("completion_tokens") or 0)
         with self._lock:
-            self.usage.billed_calls += 1
-            self.usage.prompt_tokens += prompt
-            self.usage.completion_tokens += completion
-            self.usage.peak_prompt_tokens = max(self.usage.peak_prompt_tokens, prompt)
+            for tally in self._tallies(lm):
+                tally.billed_calls += 1
+                tally.prompt_tokens += prompt
+                tally.completion_tokens += completion
+                tally.peak_prompt_tokens = max(tally.peak_prompt_tokens, prompt)
+
+    def on_lm_start(self, call_id, instance, inputs):
+        with self._lock:
+            self._pending[call_id] = getattr(instance, "model", "unknown")
 
     def on_lm_end(self, call_id, outputs, exception=None):
         with self._lock:
-            self.usage.calls += 1
-            if exception is not None:
-                self.usage.errors += 1
+            for tally in self._tallies(self._pending.pop(call_id, "unknown")):
+                tally.calls += 1
+                if exception is not None:
+                    tally.errors += 1
 
     def count_calls(self, calls: int = 1, errors: int = 0) -> None:
         """For roles whose calls do not go through ``dspy.LM`` (plain embedding callables)."""
         with self._lock:
             self.usage.calls += calls
             self.usage.errors += errors
+
+
+class _Tee:
+    """A usage tracker that reports to two trackers (ours and one installed around us)."""
+
+    def __init__(self, *trackers):
+        self.trackers = trackers
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def add_usage(self, lm: str, usage_entry: dict) -> None:
+        for tracker in self.trackers:
+            tracker.add_usage(lm, usage_entry)
 
 
 class Meters:
@@ -78,10 +107,15 @@ class Meters:
 
     @contextmanager
     def metered(self, role: str, lm: dspy.BaseLM | None = None):
-        """Run the block with ``lm`` (if given) as the LM, counting its calls under ``role``."""
+        """Run the block with ``lm`` (if given) as the LM, counting its calls under ``role``.
+
+        Meters already installed around us (a benchmark's, an outer optimizer's) keep counting too.
+        """
         meter = self.by_role[role]
-        callbacks = [c for c in dspy.settings.callbacks if not isinstance(c, RoleMeter)] + [meter]
-        overrides = {"usage_tracker": meter, "callbacks": callbacks}
+        outer = dspy.settings.usage_tracker
+        tracker = meter if outer is None or outer is meter else _Tee(meter, outer)
+        callbacks = [c for c in dspy.settings.callbacks if c is not meter] + [meter]
+        overrides = {"usage_tracker": tracker, "callbacks": callbacks}
         if lm is not None:
             overrides["lm"] = lm
         with dspy.context(**overrides):

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import dspy
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 
 @dataclass
@@ -137,23 +135,21 @@ def clusters_of(vectors: np.ndarray, k: int, method: str, seed: int) -> list[lis
     k = max(1, min(k, n))
     if k == 1:
         return [list(range(n))]
-    with warnings.catch_warnings():  # duplicate vectors: handled below by dealing them out
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if method == "kmeans":
-            labels = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(vectors)
-        elif method == "bisecting":
-            labels = BisectingKMeans(n_clusters=k, random_state=seed).fit_predict(vectors)
-        elif method == "spectral":
-            affinity = np.clip(vectors @ vectors.T, 0.0, None) + 1e-6  # cosine similarity of unit vectors
-            labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed).fit_predict(affinity)
-        else:
-            raise ValueError(f"unknown clustering {method!r}")
+    if len(np.unique(np.round(vectors, 6), axis=0)) < k:
+        # Fewer distinct points than clusters (duplicate candidates): deal them out evenly, so the
+        # recursion always shrinks.
+        return [list(range(n))[p::k] for p in range(k)]
+    if method == "kmeans":
+        labels = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(vectors)
+    elif method == "bisecting":
+        labels = BisectingKMeans(n_clusters=k, random_state=seed).fit_predict(vectors)
+    elif method == "spectral":
+        affinity = np.clip(vectors @ vectors.T, 0.0, None) + 1e-6  # cosine similarity of unit vectors
+        labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed).fit_predict(affinity)
+    else:
+        raise ValueError(f"unknown clustering {method!r}")
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
         groups.setdefault(int(label), []).append(i)
     ordered = sorted(groups.values(), key=lambda idx: idx[0])
-    if len(ordered) < 2:
-        # Identical embeddings (e.g. duplicate candidates) give one cluster: deal them out evenly so
-        # the recursion always shrinks.
-        return [list(range(n))[p::k] for p in range(k)]
-    return ordered
+    return ordered if len(ordered) > 1 else [list(range(n))[p::k] for p in range(k)]

@@ -66,7 +66,7 @@ class FGO(Teleprompter):
         seed: int = 0,
         max_errors: int | None = None,
         max_prompt_tokens: int | None = None,
-        critique_successes: int = 2,
+        critique_successes: int = 1,
     ):
         super().__init__()
         if not callable(metric):

@@ -24,6 +24,7 @@ from dspy_fgo.signatures import CritiqueRun, RewriteInstruction
 
 CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
 PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing
+CRITIQUE_MAX_TOKENS = 300  # a critique is a few sentences; a cap keeps a rambling model from stalling a run
 
 
 @dataclass
@@ -107,7 +108,8 @@ def critique(
     run_limit = min(budget.max_run_chars * 2, budget.chars - len(shown))
 
     def one(trajectory: Trajectory):
-        answer = rt.ask(CritiqueRun, program_instructions=shown, run=format_run(trajectory, run_limit))
+        answer = rt.ask(CritiqueRun, max_tokens=CRITIQUE_MAX_TOKENS, program_instructions=shown,
+                        run=format_run(trajectory, run_limit))
         return trajectory.key, (answer.critique.strip() if answer is not None else "")
 
     critiques = dict(rt.map(one, trajectories))
@@ -193,7 +195,7 @@ def optimize_module(
     epochs: int,
     budget: Budget,
     counters: Counters,
-    critique_successes: int = 2,
+    critique_successes: int = 1,
 ) -> ReflectResult:
     """Algorithm 1: explore, critique, rewrite, for ``epochs`` rewrites; keep the best candidate.
 

@@ -154,11 +154,12 @@ class Runtime:
             )
 
     # -- the optimizer model ---------------------------------------------------------------
-    def ask(self, signature: type[dspy.Signature], **inputs) -> dspy.Prediction | None:
+    def ask(self, signature: type[dspy.Signature], max_tokens: int | None = None, **inputs) -> dspy.Prediction | None:
         """One optimizer-LM call; None if it fails (the caller keeps what it had)."""
+        config = {"max_tokens": max_tokens} if max_tokens else {}
         with self.slots, self.meters.metered("optimizer", self.prompt_lm):
             try:
-                return dspy.Predict(signature)(**inputs)
+                return dspy.Predict(signature)(**inputs, config=config)
             except Exception as exc:
                 logger.warning("optimizer call %s failed: %s: %s", signature.__name__, type(exc).__name__, exc)
                 return None

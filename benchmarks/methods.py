@@ -1,0 +1,84 @@
+"""The optimizers the benchmark compares, each behind the same call.
+
+Every method gets the same student, data, metric and models; it returns the optimized program
+and a dict of method-specific facts (its report, demos used). Usage is metered outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import dspy
+
+
+@dataclass
+class Setup:
+    metric: Callable
+    task_lm: dspy.LM
+    prompt_lm: dspy.LM
+    seed: int
+    num_threads: int
+    partition_key: str | None = None  # how FGO and its baselines divide the trainset
+
+
+def unoptimized(student, train, val, s: Setup):
+    return student.deepcopy(), {}
+
+
+def fgo(student, train, val, s: Setup):
+    from dspy_fgo import FGO
+
+    optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm, prompt_model=s.prompt_lm,
+                    seed=s.seed, num_threads=s.num_threads)
+    program = optimizer.compile(student, trainset=train, valset=val)
+    return program, {"report": optimizer.report_.to_dict()}
+
+
+def _mipro(demos: int):
+    def run(student, train, val, s: Setup):
+        optimizer = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto="light",
+                                 max_bootstrapped_demos=demos, max_labeled_demos=demos, seed=s.seed,
+                                 num_threads=s.num_threads, verbose=False)
+        program = optimizer.compile(student, trainset=train, valset=val, requires_permission_to_run=False)
+        return program, {"demos": sum(len(p.demos) for _, p in program.named_predictors())}
+
+    return run
+
+
+def gepa(student, train, val, s: Setup):
+    def feedback_metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        score = float(s.metric(gold, pred, trace))
+        expected = gold.get("answer")
+        text = "Correct." if score >= 1 else f"Incorrect: the expected answer was {expected!r}, got {pred.get('answer')!r}."
+        return dspy.Prediction(score=score, feedback=text)
+
+    optimizer = dspy.GEPA(metric=feedback_metric, auto="light", reflection_lm=s.prompt_lm, seed=s.seed,
+                          num_threads=s.num_threads)
+    with dspy.context(lm=s.task_lm):
+        program = optimizer.compile(student, trainset=train, valset=val)
+    return program, {}
+
+
+def _baseline(name: str):
+    def run(student, train, val, s: Setup):
+        import dspy_fgo
+
+        optimizer = getattr(dspy_fgo, name)(metric=s.metric, task_model=s.task_lm, prompt_model=s.prompt_lm,
+                                            seed=s.seed, num_threads=s.num_threads)
+        program = optimizer.compile(student, trainset=train, valset=val)
+        return program, {"report": optimizer.report_.to_dict()}
+
+    return run
+
+
+METHODS: dict[str, Callable] = {
+    "unoptimized": unoptimized,
+    "fgo": fgo,
+    "mipro-instructions": _mipro(0),
+    "mipro-demos": _mipro(4),
+    "gepa": gepa,
+    "all-at-once": _baseline("AllAtOnce"),
+    "batch-wise": _baseline("BatchWise"),
+    "bootstrapping": _baseline("Bootstrapping"),
+}

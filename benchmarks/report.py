@@ -1,0 +1,97 @@
+"""Summaries of benchmark cells: results.json, a Markdown table (mean and spread over seeds), plots."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+REFERENCE = "mipro-instructions"  # ratios are given against this method when it ran
+
+
+def load_cells(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(cells: list[dict]) -> list[dict]:
+    """One row per (task, method): means over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["task"], cell["method"]), []).append(cell)
+    rows = []
+    for (task, method), group in groups.items():
+        acc, acc_sd = _mean_sd([c["test_accuracy"] for c in group])
+        opt = [c.get("optimizer_usage") or {} for c in group]
+        rows.append({
+            "task": task, "method": method, "seeds": sorted(c["seed"] for c in group),
+            "test_accuracy": acc, "test_accuracy_sd": acc_sd, "n_test": group[0]["n_test"],
+            "compile_wall_s": statistics.mean(c["compile_wall_s"] for c in group),
+            "optimizer_calls": statistics.mean(u.get("calls", 0) for u in opt),
+            "optimizer_prompt_tokens": statistics.mean(u.get("prompt_tokens", 0) for u in opt),
+            "optimizer_completion_tokens": statistics.mean(u.get("completion_tokens", 0) for u in opt),
+            "peak_optimizer_prompt_tokens": max(u.get("peak_prompt_tokens", 0) for u in opt),
+            "task_calls": statistics.mean((c.get("task_usage") or {}).get("calls", 0) for c in group),
+        })
+    return sorted(rows, key=lambda r: (r["task"], r["method"]))
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| task | method | seeds | test acc (mean ± sd) | compile wall s | optimizer calls | optimizer prompt tokens "
+        f"| peak optimizer prompt | task-LM calls | tokens vs {REFERENCE} | time vs {REFERENCE} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ref = {r["task"]: r for r in rows if r["method"] == REFERENCE}
+    for r in rows:
+        base = ref.get(r["task"])
+        tok_ratio = (f"{r['optimizer_prompt_tokens'] / base['optimizer_prompt_tokens']:.2f}x"
+                     if base and base["optimizer_prompt_tokens"] and r["method"] != "unoptimized" else "")
+        time_ratio = (f"{r['compile_wall_s'] / base['compile_wall_s']:.2f}x"
+                      if base and base["compile_wall_s"] and r["method"] != "unoptimized" else "")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {len(r['seeds'])} | {100 * r['test_accuracy']:.1f} ± "
+            f"{100 * r['test_accuracy_sd']:.1f} % (n={r['n_test']}) | {r['compile_wall_s']:.0f} | "
+            f"{r['optimizer_calls']:.0f} | {r['optimizer_prompt_tokens']:.0f} | {r['peak_optimizer_prompt_tokens']} | "
+            f"{r['task_calls']:.0f} | {tok_ratio} | {time_ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def plots(rows: list[dict], out: Path) -> list[str]:
+    """Accuracy against optimizer prompt tokens (the paper's Figure 5) and against wall time."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    for key, label, name in (("optimizer_prompt_tokens", "optimizer prompt tokens", "acc_vs_tokens.png"),
+                             ("compile_wall_s", "compile wall time (s)", "acc_vs_time.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            ax.errorbar(r[key], 100 * r["test_accuracy"], yerr=100 * r["test_accuracy_sd"], fmt="o", capsize=3)
+            ax.annotate(f"{r['method']}", (r[key], 100 * r["test_accuracy"]), textcoords="offset points", xytext=(5, 5))
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(", ".join(sorted({r["task"] for r in rows})))
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def write_summary(out: Path, config: dict) -> None:
+    cells = load_cells(out)
+    rows = aggregate(cells)
+    (out / "results.json").write_text(json.dumps({"config": config, "rows": rows, "cells": cells}, indent=2))
+    images = plots(rows, out)
+    md = [f"Command: `{config.get('command', '')}`", "", table(rows), ""]
+    md += [f"![{name}]({name})" for name in images]
+    (out / "results.md").write_text("\n".join(md) + "\n")

