@@ -167,6 +167,10 @@ except Exception as e:
     sys.exit(3)
 print("DSPY_FGO_READY " + srv.listening_address, flush=True)
 sys.stdin.buffer.read()
+try:
+    os.unlink(cfg["log"])  # the parent may be gone (killed) and unable to clean up
+except OSError:
+    pass
 os._exit(0)
 """
 _LIVE: set[LocalServer] = set()
@@ -222,7 +226,7 @@ class LocalServer:
         fd, log = tempfile.mkstemp(prefix="dspy-fgo-llama-", suffix=".log")
         self.log_path = Path(log)
         cfg = {"model": str(self.model_path), "alias": self.alias, "port": self.requested_port or 0, "n_ctx": self.context_window,
-               "n_parallel": self.n_parallel, "n_threads": self.n_threads, "verbosity": self.verbosity}
+               "n_parallel": self.n_parallel, "n_threads": self.n_threads, "verbosity": self.verbosity, "log": log}
         with os.fdopen(fd, "wb") as log_file:
             self.process = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg)], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=log_file, start_new_session=True)

@@ -209,12 +209,29 @@ def optimize_module(
         history.append(record)
         if epoch == epochs or record.score >= 1.0:
             break
-        chosen = pick_for_critique(trajectories, critique_successes)
-        critiques = critique(rt, current, chosen, budget, counters)
-        record.critiques = len(critiques)
-        current = rewrite(rt, program, current, record.score, chosen, critiques, history, budget, counters)
+        current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes)
     best = max(history, key=lambda r: r.score)  # max keeps the earliest on ties: prefer fewer changes
     return ReflectResult(candidate=best.candidate, score=best.score, baseline_score=history[0].score, history=history)
+
+
+def reflect_step(
+    rt: Runtime,
+    program: dspy.Module,
+    current: Candidate,
+    trajectories: Sequence[Trajectory],
+    history: list[EpochRecord],
+    budget: Budget,
+    counters: Counters,
+    critique_successes: int,
+) -> Candidate:
+    """Critique the runs and rewrite the candidate from them: one update of Algorithm 1.
+
+    ``history[-1]`` is the record of ``current`` (its score); its critique count is filled in.
+    """
+    chosen = pick_for_critique(trajectories, critique_successes)
+    critiques = critique(rt, current, chosen, budget, counters)
+    history[-1].critiques = len(critiques)
+    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters)
 
 
 DEFAULT_CONTEXT_WINDOW = 8192  # when neither the user nor LiteLLM knows the model's window

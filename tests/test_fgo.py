@@ -138,7 +138,7 @@ def test_root_guard_returns_a_better_child_when_the_merge_is_worse(task_lm):
     sel = fgo.report_.selection
     assert sel["returned"] != "root"
     assert sel["scores"][sel["returned"]] > sel["scores"]["root"]
-    assert "above the merged root" in sel["reason"]
+    assert "above root's" in sel["reason"]
     assert RULE.findall(optimized.signature.instructions)
 
 

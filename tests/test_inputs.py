@@ -69,7 +69,7 @@ def test_metric_errors_stop_past_max_errors(task_lm, prompt_lm):
         raise KeyError("oops")
 
     fgo = FGO(metric=broken, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", max_errors=2)
-    with pytest.raises(RuntimeError, match="metric raised 3 times, more than max_errors=2"):
+    with pytest.raises(RuntimeError, match=r"metric raised \d+ times, more than max_errors=2"):
         fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"]))
 
 

@@ -1,0 +1,171 @@
+"""What FGO and the paper's baselines share: settings, input checks, a run's session, the final
+choice, and the report. Each optimizer adds only its own way of spending the LM calls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dspy
+from dspy.teleprompt.teleprompt import Teleprompter
+
+from dspy_fgo.accounting import Counters, Meters
+from dspy_fgo.candidate import Candidate
+from dspy_fgo.reflect import Budget, budget_for
+from dspy_fgo.report import Report
+from dspy_fgo.runtime import Runtime
+
+logger = logging.getLogger("dspy_fgo")
+
+
+@dataclass
+class Session:
+    """Everything one compile needs, made fresh per compile."""
+
+    student: dspy.Module
+    trainset: list
+    valset: list | None
+    rt: Runtime
+    budget: Budget
+    meters: Meters
+    counters: Counters
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def items(self, indices=None) -> list[tuple[int, dspy.Example]]:
+        """(key, example) pairs of the trainset; the key is the example's position."""
+        indices = range(len(self.trainset)) if indices is None else indices
+        return [(i, self.trainset[i]) for i in indices]
+
+    def val_items(self) -> list[tuple[Any, dspy.Example]]:
+        return [(("val", i), ex) for i, ex in enumerate(self.valset or [])]
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage of the compile into ``timings``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+class ReflectiveOptimizer(Teleprompter):
+    """Settings shared by every optimizer here; see ``FGO`` for their meaning."""
+
+    method = "reflective"
+
+    def __init__(
+        self,
+        metric: Callable,
+        *,
+        epochs: int = 3,
+        prompt_model: dspy.BaseLM | None = None,
+        task_model: dspy.BaseLM | None = None,
+        num_threads: int = 4,
+        seed: int = 0,
+        max_errors: int | None = None,
+        max_prompt_tokens: int | None = None,
+        critique_successes: int = 1,
+    ):
+        super().__init__()
+        if not callable(metric):
+            raise TypeError(f"metric must be callable as metric(example, prediction, trace=None); got {metric!r}")
+        check_int("epochs", epochs, 0)
+        check_int("num_threads", num_threads, 1)
+        check_int("seed", seed, 0)
+        check_int("max_errors", max_errors, 0, optional=True)
+        check_int("max_prompt_tokens", max_prompt_tokens, 1000, optional=True)
+        check_int("critique_successes", critique_successes, 0)
+        for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
+            if lm is not None and not isinstance(lm, dspy.BaseLM):
+                raise TypeError(f"{name} must be a dspy.LM (or dspy.BaseLM); got {type(lm).__name__}")
+        self.metric = metric
+        self.epochs = epochs
+        self.prompt_model = prompt_model
+        self.task_model = task_model
+        self.num_threads = num_threads
+        self.seed = seed
+        self.max_errors = max_errors
+        self.max_prompt_tokens = max_prompt_tokens
+        self.critique_successes = critique_successes
+        self.report_: Report | None = None
+
+    # -- a compile's life -------------------------------------------------------------------
+    def _session(self, student, trainset, valset) -> Session:
+        """Check every input (before any LM call) and set up the run."""
+        task_lm = self._check_inputs(student, trainset, valset)
+        prompt_lm = self.prompt_model or task_lm
+        meters = Meters()
+        rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
+                     num_threads=self.num_threads, max_errors=self.max_errors)
+        return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
+                       budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
+
+    def _select(self, s: Session, entries: list[tuple[str, Candidate]]) -> tuple[Candidate, dict]:
+        """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset.
+
+        Ties go to the earlier entry, so list the optimizer's own result first.
+        """
+        on = "valset" if s.valset else "trainset"
+        items = s.val_items() if s.valset else s.items()
+        with s.stage("select"):
+            scores = {label: s.rt.score(candidate, items) for label, candidate in entries}
+        best = max(scores, key=scores.get)  # the first max wins
+        first = entries[0][0]
+        if best == first:
+            reason = f"{first} scored best on the {on}"
+        else:
+            reason = f"{best} scored {scores[best]:.3f} on the {on}, above {first}'s {scores[first]:.3f}"
+        return dict(entries)[best], {"returned": best, "on": on, "scores": scores, "reason": reason}
+
+    def _report(self, s: Session, **fields) -> Report:
+        s.counters.add("program_errors", s.rt.program_errors)
+        s.counters.add("metric_errors", s.rt.metric_errors)
+        report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
+                        timings=s.timings, events=s.counters.to_dict(), **fields)
+        logger.info("%s done:\n%s", self.method, report.summary())
+        return report
+
+    def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:
+        if not isinstance(student, dspy.Module):
+            raise TypeError(f"student must be a dspy.Module; got {type(student).__name__}")
+        if not student.named_predictors():
+            raise ValueError("student has no predictors (dspy.Predict, ChainOfThought, ...): nothing to optimize")
+        for name, data in (("trainset", trainset), ("valset", valset)):
+            if data is None and name == "valset":
+                continue
+            if not isinstance(data, (list, tuple)) or not data:
+                raise ValueError(f"{name} must be a non-empty list of dspy.Example")
+            for i, example in enumerate(data):
+                if not isinstance(example, dspy.Example):
+                    raise TypeError(f"{name}[{i}] is a {type(example).__name__}, not a dspy.Example")
+                if not example._input_keys:
+                    raise ValueError(f"{name}[{i}] has no input fields: build it with dspy.Example(...).with_inputs(...)")
+        task_lm = self.task_model or dspy.settings.lm
+        if task_lm is None:
+            raise ValueError("no LM configured: pass task_model=dspy.LM(...) or call dspy.configure(lm=...)")
+        return task_lm
+
+    def _settings(self, s: Session) -> dict[str, Any]:
+        """The settings as plain JSON values (models by name only: never keys)."""
+        values = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("report_", "partitioner")}
+        values["task_model"] = values["task_model"] or dspy.settings.lm
+        values["max_prompt_tokens"] = s.budget.max_prompt_tokens
+        return {k: plain(v) for k, v in values.items()}
+
+
+def plain(value):
+    """A JSON-friendly name for a setting's value."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return getattr(value, "model", None) or getattr(value, "__name__", None) or type(value).__name__
+
+
+def check_int(name: str, value, low: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
