@@ -1,9 +1,10 @@
 """dspy-fgo: Fine-Grained Generative Optimization for DSPy programs."""
 
+from dspy_fgo.baselines import AllAtOnce, BatchWise, Bootstrapping
 from dspy_fgo.candidate import apply_candidate, read_candidate
 from dspy_fgo.divide import ByEmbedding, ByKey, Partitioner, RandomSplit
 from dspy_fgo.fgo import FGO
 from dspy_fgo.report import Report
 
-__all__ = ["FGO", "Report", "Partitioner", "ByKey", "RandomSplit", "ByEmbedding", "read_candidate", "apply_candidate"]
+__all__ = ["FGO", "AllAtOnce", "BatchWise", "Bootstrapping", "Report", "Partitioner", "ByKey", "RandomSplit", "ByEmbedding", "read_candidate", "apply_candidate"]
 __version__ = "0.1.0"

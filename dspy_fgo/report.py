@@ -28,6 +28,7 @@ class Report:
     settings: dict[str, Any] = field(default_factory=dict)
     partitions: list[PartitionReport] = field(default_factory=list)
     tree: list[dict] = field(default_factory=list)  # MergeNode dicts; the root is the last one
+    steps: list[dict] = field(default_factory=list)  # the baselines' sequential updates
     selection: dict[str, Any] = field(default_factory=dict)  # what was returned and why
     usage: dict[str, dict] = field(default_factory=dict)  # role -> calls / tokens
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
@@ -64,6 +65,9 @@ class Report:
                     f"  merge node {node['id']:<3} level {node['level']} children {node['children']} "
                     f"on {len(node['examples'])} examples: score {node['score']:.2f} ({node['made_by']})"
                 )
+        if self.steps:
+            changed = sum(1 for step in self.steps if step["changed"])
+            lines.append(f"  {len(self.steps)} updates ({changed} changed the candidate)")
         if self.selection:
             lines.append(f"  returned: {self.selection.get('returned')} - {self.selection.get('reason', '')}")
         for role, u in self.usage.items():

@@ -1,0 +1,98 @@
+"""The paper's baselines (Algorithms 1, 3 and 4; Appendix B.1.3), on FGO's own steps.
+
+- ``AllAtOnce``: each epoch, explore the whole trainset and update once from all of it. When the
+  runs do not fit the optimizer's context, they are trimmed (failures kept first) and the report
+  says so: the paper's asterisk.
+- ``BatchWise``: each epoch, split the trainset into fixed batches and update after each batch.
+- ``Bootstrapping``: for N iterations, sample a batch with replacement and update from it.
+
+They share explore / critique / rewrite with FGO (``dspy_fgo.reflect``), the final guard (never
+return something worse than the unoptimized program on the valset or trainset) and the report.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import dspy
+
+from dspy_fgo.base import ReflectiveOptimizer, Session, check_int
+from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
+from dspy_fgo.reflect import EpochRecord, reflect_step
+from dspy_fgo.runtime import mean_score
+
+
+class _SequentialReflection(ReflectiveOptimizer):
+    """One candidate updated in sequence from a stream of batches (subclasses choose the batches)."""
+
+    def batches(self, n: int, rng: random.Random) -> list[list[int]]:
+        raise NotImplementedError
+
+    def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None) -> dspy.Module:
+        s = self._session(student, trainset, valset)
+        start = read_candidate(student)
+        current, steps = dict(start), []
+        with s.stage("optimize"):
+            for step, batch in enumerate(self.batches(len(s.trainset), random.Random(self.seed))):
+                current = self._update(s, student, current, s.items(batch), steps, step)
+        chosen, selection = self._select(s, [("final", current), ("unoptimized", start)])
+        self.report_ = self._report(s, selection=selection, steps=steps, notes=self._notes(s))
+        return apply_candidate(student, chosen)
+
+    def _update(self, s: Session, student, current: Candidate, items, steps: list[dict], step: int) -> Candidate:
+        trajectories = s.rt.evaluate(current, items)
+        history = [EpochRecord(epoch=step, score=mean_score(trajectories), candidate=current)]
+        new = reflect_step(s.rt, student, current, trajectories, history, s.budget, s.counters, self.critique_successes)
+        steps.append({"step": step, "batch": [k for k, _ in items], "score": history[0].score,
+                      "critiques": history[0].critiques, "changed": new != current})
+        return new
+
+    def _notes(self, s: Session) -> list[str]:
+        dropped = s.counters.to_dict().get("runs_dropped_from_prompts", 0)
+        if dropped:
+            return [f"context exceeded: {dropped} runs were trimmed from optimizer prompts to fit "
+                    f"{s.budget.max_prompt_tokens} tokens (the paper's asterisk)"]
+        return []
+
+
+class AllAtOnce(_SequentialReflection):
+    """Algorithm 1 on the whole trainset: one update per epoch from every run."""
+
+    method = "AllAtOnce"
+
+    def batches(self, n, rng):
+        return [list(range(n)) for _ in range(self.epochs)]
+
+
+class BatchWise(_SequentialReflection):
+    """Algorithm 3: each epoch, fixed consecutive batches of ``batch_size``, updated in sequence."""
+
+    method = "BatchWise"
+
+    def __init__(self, metric: Callable, *, batch_size: int = 8, **settings):
+        super().__init__(metric, **settings)
+        check_int("batch_size", batch_size, 1)
+        self.batch_size = batch_size
+
+    def batches(self, n, rng):
+        fixed = [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
+        return [batch for _ in range(self.epochs) for batch in fixed]
+
+
+class Bootstrapping(_SequentialReflection):
+    """Algorithm 4: ``iterations`` batches of ``batch_size`` sampled with replacement (seeded)."""
+
+    method = "Bootstrapping"
+
+    def __init__(self, metric: Callable, *, batch_size: int = 8, iterations: int | None = None, **settings):
+        super().__init__(metric, **settings)
+        check_int("batch_size", batch_size, 1)
+        check_int("iterations", iterations, 1, optional=True)
+        self.batch_size = batch_size
+        self.iterations = iterations
+
+    def batches(self, n, rng):
+        # Default: as many updates as Batch-wise makes, so the two spend comparable budgets.
+        iterations = self.iterations or self.epochs * -(-n // self.batch_size)
+        return [sorted(rng.choices(range(n), k=self.batch_size)) for _ in range(iterations)]
