@@ -97,7 +97,7 @@ class _Tee:
 class Meters:
     """One meter per role."""
 
-    ROLES = ("task", "optimizer", "embedder")
+    ROLES = ("task", "optimizer", "embedder", "inner")  # inner: a teleprompter FGO runs per partition
 
     def __init__(self):
         self.by_role = {role: RoleMeter(role) for role in self.ROLES}
@@ -122,7 +122,13 @@ class Meters:
             yield meter
 
     def to_dict(self) -> dict:
-        return {role: meter.usage.to_dict() for role, meter in self.by_role.items()}
+        """Usage per role; a role whose calls went to several models also lists them (``by_model``)."""
+        out = {}
+        for role, meter in self.by_role.items():
+            out[role] = meter.usage.to_dict()
+            if len(meter.by_model) > 1:
+                out[role]["by_model"] = {m: u.to_dict() for m, u in sorted(meter.by_model.items())}
+        return out
 
 
 class Counters:

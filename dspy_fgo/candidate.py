@@ -14,18 +14,35 @@ import dspy
 
 Candidate = dict[str, str]
 
+# Few-shot demos ride in the same dict, as JSON under "<predictor>::demos", so an inner optimizer
+# that picks demos (MIPROv2, BootstrapFewShot) yields a candidate like any other. The optimizer
+# LM only ever rewrites or merges the text keys.
+DEMOS = "::demos"
+
+
+def is_text_key(key: str) -> bool:
+    return not key.endswith(DEMOS)
+
 
 def read_candidate(program: dspy.Module) -> Candidate:
-    """The instructions of every predictor in ``program``."""
-    return {name: predictor.signature.instructions for name, predictor in program.named_predictors()}
+    """The instructions of every predictor in ``program``, and its demos where it has any."""
+    candidate = {}
+    for name, predictor in program.named_predictors():
+        candidate[name] = predictor.signature.instructions
+        if predictor.demos:
+            demos = [dict(d.toDict() if hasattr(d, "toDict") else d) for d in predictor.demos]
+            candidate[name + DEMOS] = json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
+    return candidate
 
 
 def apply_candidate(program: dspy.Module, candidate: Candidate) -> dspy.Module:
-    """A deep copy of ``program`` with the candidate's instructions; ``program`` is untouched."""
+    """A deep copy of ``program`` with the candidate's instructions (and demos); ``program`` is untouched."""
     copy = program.deepcopy()
     for name, predictor in copy.named_predictors():
         if name in candidate:
             predictor.signature = predictor.signature.with_instructions(candidate[name])
+        if name + DEMOS in candidate:
+            predictor.demos = [dspy.Example(**d) for d in json.loads(candidate[name + DEMOS])]
     return copy
 
 

@@ -8,9 +8,10 @@ from typing import Callable
 import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, check_int
-from dspy_fgo.candidate import apply_candidate, read_candidate
+from dspy_fgo.candidate import apply_candidate, is_text_key, read_candidate
 from dspy_fgo.divide import Partitioner, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
+from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
 from dspy_fgo.reflect import optimize_module
 from dspy_fgo.report import PartitionReport
@@ -43,6 +44,8 @@ class FGO(ReflectiveOptimizer):
         max_errors: metric exceptions tolerated before the compile stops (default DSPy's).
         max_prompt_tokens: optimizer prompt budget (default the prompt model's context window).
         critique_successes: successful runs critiqued per epoch besides every failure.
+        inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
+            each partition instead of Algorithm 1; its instructions and demos are merged.
     """
 
     method = "FGO"
@@ -57,6 +60,7 @@ class FGO(ReflectiveOptimizer):
         merge_threshold: int = 3,
         clustering: str = "kmeans",
         embedder: Callable | None = None,
+        inner: Callable[[int], object] | None = None,
         **settings,
     ):
         super().__init__(metric, **settings)
@@ -67,6 +71,9 @@ class FGO(ReflectiveOptimizer):
             raise ValueError(f"clustering must be one of {CLUSTERINGS}; got {clustering!r}")
         if embedder is not None and not callable(embedder):
             raise TypeError("embedder must be a dspy.Embedder or a callable from texts to vectors")
+        if inner is not None and (not callable(inner) or (hasattr(inner, "compile") and not isinstance(inner, type))):
+            raise TypeError("inner must be a factory seed -> teleprompter, e.g. "
+                            "lambda seed: dspy.MIPROv2(metric, auto='light', seed=seed); got an instance or non-callable")
         self.partitioner = resolve_partitioner(partition_by)
         self.partition_by = partition_by
         self.n_partitions = n_partitions
@@ -74,6 +81,7 @@ class FGO(ReflectiveOptimizer):
         self.merge_threshold = merge_threshold
         self.clustering = clustering
         self.embedder = embedder
+        self.inner = inner
 
     def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:
         task_lm = super()._check_inputs(student, trainset, valset)
@@ -94,13 +102,14 @@ class FGO(ReflectiveOptimizer):
 
         start = read_candidate(student)
         with s.stage("optimize"):
-            results = s.rt.map(
-                lambda p: optimize_module(s.rt, student, start, s.items(p.indices), epochs=self.epochs,
-                                          budget=s.budget, counters=s.counters,
-                                          critique_successes=self.critique_successes),
-                partitions,
-            )
+            results = s.rt.map(lambda ip: self._optimize_partition(s, start, *ip), list(enumerate(partitions)))
+        if self.inner is not None:
+            notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
+        results = [r for r, _ in results]
 
+        if any(not is_text_key(k) for r in results for k in r.candidate):
+            notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
+                         "capped at the largest child's count, then validates on the union of their examples")
         merger = ProgressiveMerge(s.rt, student, s.items, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed)
         with s.stage("merge"):
@@ -126,3 +135,11 @@ class FGO(ReflectiveOptimizer):
             notes=notes,
         )
         return apply_candidate(student, chosen)
+
+    def _optimize_partition(self, s, start, index: int, partition):
+        """Algorithm 1 on one partition, or the user's inner teleprompter."""
+        items = s.items(partition.indices)
+        if self.inner is not None:
+            return optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
+        return optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
+                               counters=s.counters, critique_successes=self.critique_successes), "FGO"

@@ -10,6 +10,7 @@ its children's examples.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Callable, Sequence
 import dspy
 
 from dspy_fgo.accounting import Counters
-from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor
+from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor, is_text_key
 from dspy_fgo.divide import clusters_of
 from dspy_fgo.reflect import Budget, clean_instruction, clip
 from dspy_fgo.runtime import Runtime
@@ -100,10 +101,12 @@ class ProgressiveMerge:
 
     def _merge_group(self, nodes: list[MergeNode]) -> MergeNode:
         """One merge node: an LLM merge per predictor on which the children differ, then validation."""
-        names = list(nodes[0].candidate)
-        differing = [n for n in names if len({node.candidate.get(n) for node in nodes}) > 1]
-        merged_texts = dict(zip(differing, self.rt.map(lambda name: self._merge_text(name, nodes), differing)))
-        candidate = {name: merged_texts.get(name, nodes[0].candidate[name]) for name in names}
+        keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
+        differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
+        texts = [k for k in differing if is_text_key(k)]
+        merged = dict(zip(texts, self.rt.map(lambda name: self._merge_text(name, nodes), texts)))
+        merged.update({k: merge_demos(k, nodes) for k in differing if not is_text_key(k)})
+        candidate = {k: merged.get(k, next(n.candidate[k] for n in nodes if k in n.candidate)) for k in keys}
         examples = sorted(i for node in nodes for i in node.examples)
         score = self.rt.score(candidate, self.items_of(examples))
         return self.tree.add(
@@ -112,12 +115,13 @@ class ProgressiveMerge:
             score=score,
             children=[n.id for n in nodes],
             level=1 + max(n.level for n in nodes),
-            made_by="llm_merge" if differing else "identical",
-            merge_calls=len(differing),
+            made_by="llm_merge" if texts else "identical",
+            merge_calls=len(texts),
         )
 
     def _merge_text(self, name: str, nodes: list[MergeNode]) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)
+        nodes = [node for node in nodes if name in node.candidate]
         listing = "\n\n".join(
             f"## Instruction {i + 1} (score {node.score:.2f} on {len(node.examples)} tasks)\n"
             f"{clip(node.candidate[name], per_item)}"
@@ -133,3 +137,21 @@ class ProgressiveMerge:
             best = max(nodes, key=lambda n: (n.score * len(n.examples), len(n.examples)))
             return best.candidate[name]
         return merged
+
+
+def merge_demos(key: str, nodes: Sequence[MergeNode]) -> str:
+    """The children's demos for one predictor, interleaved (best-scoring child first), deduplicated,
+    and capped at the largest child's count, so the merged program stays within the demo limits
+    the inner optimizer chose. The node's validation on the union then scores the result."""
+    ranked = sorted(nodes, key=lambda n: (-n.score, n.id))
+    lists = [json.loads(n.candidate.get(key, "[]")) for n in ranked]
+    cap = max(len(demos) for demos in lists)
+    merged, seen = [], set()
+    for position in range(cap):
+        for demos in lists:
+            if position < len(demos):
+                blob = json.dumps(demos[position], sort_keys=True)
+                if blob not in seen and len(merged) < cap:
+                    seen.add(blob)
+                    merged.append(demos[position])
+    return json.dumps(merged, ensure_ascii=False, sort_keys=True)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import dspy
 
 from dspy_fgo.accounting import Counters
-from dspy_fgo.candidate import Candidate, describe_predictor
+from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
 from dspy_fgo.signatures import CritiqueRun, RewriteInstruction
 
@@ -87,7 +87,7 @@ def _fields(values: dict[str, Any]) -> str:
 
 
 def instructions_text(candidate: Candidate) -> str:
-    return "\n".join(f"[{name}] {text}" for name, text in candidate.items())
+    return "\n".join(f"[{name}] {text}" for name, text in candidate.items() if is_text_key(name))
 
 
 def pick_for_critique(trajectories: Sequence[Trajectory], successes: int) -> list[Trajectory]:
@@ -168,7 +168,7 @@ def rewrite(
             return name, candidate[name]
         return name, proposal
 
-    return dict(rt.map(one, list(candidate)))
+    return {**candidate, **dict(rt.map(one, [k for k in candidate if is_text_key(k)]))}
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")

@@ -55,7 +55,7 @@ def test_baseline_reports_have_fgos_shape(task_lm, prompt_lm):
     for cls in (AllAtOnce, BatchWise, Bootstrapping):
         optimizer, _ = run(cls, task_lm, prompt_lm, epochs=1)
         report = optimizer.report_
-        assert set(report.usage) == set(fgo.report_.usage) == {"task", "optimizer", "embedder"}
+        assert set(report.usage) == set(fgo.report_.usage) == {"task", "optimizer", "embedder", "inner"}
         assert "peak_prompt_tokens" in report.usage["optimizer"] and "select" in report.timings
         assert report.selection["returned"] in ("final", "unoptimized")
         assert report.method == cls.__name__

@@ -1,0 +1,37 @@
+"""Any DSPy teleprompter as FGO's per-partition optimizer (``FGO(inner=...)``).
+
+``inner`` is a factory ``seed -> teleprompter``, so each partition gets a fresh instance with its
+own seed. The teleprompter compiles a copy of the student on the partition's examples (also as
+its valset, as Algorithm 1 scores on the partition itself); its result, instructions and demos,
+becomes that partition's candidate for the merge. Its LM calls are counted under the "inner" role.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import dspy
+
+from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
+from dspy_fgo.reflect import ReflectResult
+from dspy_fgo.runtime import Runtime
+
+
+def optimize_with_inner(
+    rt: Runtime, inner: Callable[[int], object], seed: int, student: dspy.Module, start: Candidate, items
+) -> tuple[ReflectResult, str]:
+    """Compile the partition with a fresh inner teleprompter; keep the start if it does better."""
+    teleprompter = inner(seed)
+    if not callable(getattr(teleprompter, "compile", None)):
+        raise TypeError(f"inner must be a factory seed -> teleprompter; it returned {type(teleprompter).__name__}")
+    examples = [example for _, example in items]
+    kwargs = {"trainset": examples}
+    if "valset" in inspect.signature(teleprompter.compile).parameters:
+        kwargs["valset"] = examples
+    with rt.meters.metered("inner", rt.task_lm):
+        compiled = teleprompter.compile(apply_candidate(student, start), **kwargs)
+    candidate = read_candidate(compiled)
+    before, after = rt.score(start, items), rt.score(candidate, items)
+    best, score = (candidate, after) if after >= before else (dict(start), before)
+    return ReflectResult(candidate=best, score=score, baseline_score=before), type(teleprompter).__name__
