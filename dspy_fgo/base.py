@@ -69,6 +69,8 @@ class ReflectiveOptimizer(Teleprompter):
         max_errors: int | None = None,
         max_prompt_tokens: int | None = None,
         critique_successes: int = 1,
+        max_lm_calls: int | None = None,
+        max_tokens: int | None = None,
     ):
         super().__init__()
         if not callable(metric):
@@ -79,6 +81,8 @@ class ReflectiveOptimizer(Teleprompter):
         check_int("max_errors", max_errors, 0, optional=True)
         check_int("max_prompt_tokens", max_prompt_tokens, 1000, optional=True)
         check_int("critique_successes", critique_successes, 0)
+        check_int("max_lm_calls", max_lm_calls, 1, optional=True)
+        check_int("max_tokens", max_tokens, 1, optional=True)
         for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
             if lm is not None and not isinstance(lm, dspy.BaseLM):
                 raise TypeError(f"{name} must be a dspy.LM (or dspy.BaseLM); got {type(lm).__name__}")
@@ -91,6 +95,8 @@ class ReflectiveOptimizer(Teleprompter):
         self.max_errors = max_errors
         self.max_prompt_tokens = max_prompt_tokens
         self.critique_successes = critique_successes
+        self.max_lm_calls = max_lm_calls
+        self.max_tokens = max_tokens
         self.report_: Report | None = None
 
     # -- a compile's life -------------------------------------------------------------------
@@ -100,7 +106,8 @@ class ReflectiveOptimizer(Teleprompter):
         prompt_lm = self.prompt_model or task_lm
         meters = Meters()
         rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
-                     num_threads=self.num_threads, max_errors=self.max_errors)
+                     num_threads=self.num_threads, max_errors=self.max_errors,
+                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
                        budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
 
@@ -109,6 +116,10 @@ class ReflectiveOptimizer(Teleprompter):
 
         Ties go to the earlier entry, so list the optimizer's own result first.
         """
+        if s.rt.exhausted():
+            label = entries[0][0]
+            return entries[0][1], {"returned": label, "on": None, "scores": {},
+                                   "reason": f"budget exhausted: {label} returned without a final comparison"}
         on = "valset" if s.valset else "trainset"
         items = s.val_items() if s.valset else s.items()
         with s.stage("select"):
@@ -124,6 +135,10 @@ class ReflectiveOptimizer(Teleprompter):
     def _report(self, s: Session, **fields) -> Report:
         s.counters.add("program_errors", s.rt.program_errors)
         s.counters.add("metric_errors", s.rt.metric_errors)
+        if s.rt.exhausted():
+            fields.setdefault("notes", []).append(
+                f"budget reached (max_lm_calls={self.max_lm_calls}, max_tokens={self.max_tokens}): the run stopped "
+                "starting new work and returned the best program found so far")
         report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
                         timings=s.timings, events=s.counters.to_dict(), **fields)
         logger.info("%s done:\n%s", self.method, report.summary())

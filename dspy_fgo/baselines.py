@@ -35,6 +35,8 @@ class _SequentialReflection(ReflectiveOptimizer):
         current, steps = dict(start), []
         with s.stage("optimize"):
             for step, batch in enumerate(self.batches(len(s.trainset), random.Random(self.seed))):
+                if s.rt.exhausted():
+                    break
                 current = self._update(s, student, current, s.items(batch), steps, step)
         chosen, selection = self._select(s, [("final", current), ("unoptimized", start)])
         self.report_ = self._report(s, selection=selection, steps=steps, notes=self._notes(s))

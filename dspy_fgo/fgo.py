@@ -13,7 +13,8 @@ from dspy_fgo.divide import Partitioner, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
-from dspy_fgo.reflect import optimize_module
+from dspy_fgo.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
 
 logger = logging.getLogger("dspy_fgo")
@@ -44,6 +45,10 @@ class FGO(ReflectiveOptimizer):
         max_errors: metric exceptions tolerated before the compile stops (default DSPy's).
         max_prompt_tokens: optimizer prompt budget (default the prompt model's context window).
         critique_successes: successful runs critiqued per epoch besides every failure.
+        checkpoint_dir: write each finished partition and merge node there (atomic JSON); rerunning
+            the same compile resumes without redoing them. Other data or settings are refused.
+        max_lm_calls, max_tokens: a soft budget over all roles; when reached, FGO starts no new work
+            and returns the best program found so far (the report says so).
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
     """
@@ -61,6 +66,7 @@ class FGO(ReflectiveOptimizer):
         clustering: str = "kmeans",
         embedder: Callable | None = None,
         inner: Callable[[int], object] | None = None,
+        checkpoint_dir: str | None = None,
         **settings,
     ):
         super().__init__(metric, **settings)
@@ -82,6 +88,7 @@ class FGO(ReflectiveOptimizer):
         self.clustering = clustering
         self.embedder = embedder
         self.inner = inner
+        self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
 
     def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:
         task_lm = super()._check_inputs(student, trainset, valset)
@@ -93,6 +100,8 @@ class FGO(ReflectiveOptimizer):
     def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None) -> dspy.Module:
         """Return an optimized deep copy of ``student``; what happened is in ``self.report_``."""
         s = self._session(student, trainset, valset)
+        start = read_candidate(student)
+        checkpoint = self._checkpoint(s, start)
         embed = Embedding(self.embedder, s.meters["embedder"], s.counters, seed=self.seed)
 
         with s.stage("divide"):
@@ -100,9 +109,9 @@ class FGO(ReflectiveOptimizer):
             partitions, notes = pool_small(groups, self.min_partition_size)
         logger.info("FGO: %d examples in %d partitions", len(trainset), len(partitions))
 
-        start = read_candidate(student)
         with s.stage("optimize"):
-            results = s.rt.map(lambda ip: self._optimize_partition(s, start, *ip), list(enumerate(partitions)))
+            results = s.rt.map(lambda ip: self._optimize_partition(s, start, checkpoint, *ip),
+                               list(enumerate(partitions)))
         if self.inner is not None:
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
@@ -111,7 +120,8 @@ class FGO(ReflectiveOptimizer):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at the largest child's count, then validates on the union of their examples")
         merger = ProgressiveMerge(s.rt, student, s.items, embed, threshold=self.merge_threshold,
-                                  clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed)
+                                  clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
+                                  checkpoint=checkpoint)
         with s.stage("merge"):
             leaves = [merger.leaf(r.candidate, p.indices, r.score, p.name) for p, r in zip(partitions, results)]
             root = merger.run(leaves)
@@ -132,14 +142,34 @@ class FGO(ReflectiveOptimizer):
             ],
             tree=[node.to_dict() for node in nodes],
             selection=selection,
-            notes=notes,
+            notes=notes + ([f"checkpoint {self.checkpoint_dir}: reused {checkpoint.reused} finished units"]
+                           if checkpoint and checkpoint.reused else []),
         )
         return apply_candidate(student, chosen)
 
-    def _optimize_partition(self, s, start, index: int, partition):
-        """Algorithm 1 on one partition, or the user's inner teleprompter."""
+    def _optimize_partition(self, s, start, checkpoint, index: int, partition):
+        """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""
+        key = f"{index:04d}"
+        saved = checkpoint.load("partition", key) if checkpoint else None
+        if saved is not None:
+            return result_from_dict(saved["result"]), saved["optimizer"]
         items = s.items(partition.indices)
         if self.inner is not None:
-            return optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
-        return optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
-                               counters=s.counters, critique_successes=self.critique_successes), "FGO"
+            result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
+        else:
+            result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
+                                         counters=s.counters, critique_successes=self.critique_successes), "FGO"
+        if checkpoint and not s.rt.exhausted():  # a partition cut short by the budget is not finished
+            checkpoint.save("partition", key, {"name": partition.name, "optimizer": by,
+                                               "result": result_to_dict(result)})
+        return result, by
+
+    def _checkpoint(self, s, start) -> Checkpoint | None:
+        if self.checkpoint_dir is None:
+            return None
+        settings = {k: v for k, v in self._settings(s).items() if k not in ("num_threads", "checkpoint_dir",
+                                                                            "max_lm_calls", "max_tokens")}
+        signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
+        run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
+        return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,
+                                                     "trainset_size": len(s.trainset)})

@@ -20,6 +20,7 @@ import dspy
 
 from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor, is_text_key
+from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.divide import clusters_of
 from dspy_fgo.reflect import Budget, clean_instruction, clip
 from dspy_fgo.runtime import Runtime
@@ -59,8 +60,17 @@ class MergeTree:
     def root(self) -> MergeNode:
         return self.nodes[-1]
 
-    def max_fan_in(self) -> int:
-        return max((len(n.children) for n in self.nodes if n.made_by == "llm_merge"), default=0)
+    def renumber(self) -> None:
+        """Give nodes ids that do not depend on thread timing: leaves in partition order, then
+        merge nodes by (level, first example); the root is last. Sibling subtrees are merged in
+        parallel, so creation order alone would not be reproducible."""
+        leaves = [n for n in self.nodes if not n.children]
+        merges = sorted((n for n in self.nodes if n.children), key=lambda n: (n.level, n.examples))
+        new_id = {n.id: i for i, n in enumerate(leaves + merges)}
+        for node in self.nodes:
+            node.id = new_id[node.id]
+            node.children = [new_id[c] for c in node.children]
+        self.nodes = sorted(self.nodes, key=lambda n: n.id)
 
 
 class ProgressiveMerge:
@@ -76,7 +86,9 @@ class ProgressiveMerge:
         budget: Budget,
         counters: Counters,
         seed: int,
+        checkpoint: Checkpoint | None = None,
     ):
+        self.checkpoint = checkpoint
         self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
         self.counters, self.seed = counters, seed
@@ -86,7 +98,9 @@ class ProgressiveMerge:
         return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition)
 
     def run(self, leaves: Sequence[MergeNode]) -> MergeNode:
-        return self._merge(list(leaves))
+        self._merge(list(leaves))
+        self.tree.renumber()
+        return self.tree.root
 
     def _merge(self, nodes: list[MergeNode]) -> MergeNode:
         if len(nodes) == 1:
@@ -100,24 +114,32 @@ class ProgressiveMerge:
         return self._merge(merged)
 
     def _merge_group(self, nodes: list[MergeNode]) -> MergeNode:
-        """One merge node: an LLM merge per predictor on which the children differ, then validation."""
+        """One merge node (reused from the checkpoint when it was made before)."""
+        examples = sorted(i for node in nodes for i in node.examples)
+        key = fingerprint([n.candidate for n in nodes], examples)[:20]
+        made = self.checkpoint.load("merge", key) if self.checkpoint else None
+        if made is None:
+            made = self._make(nodes, examples)
+            if self.checkpoint and made["made_by"] != "budget_exhausted":
+                self.checkpoint.save("merge", key, made)
+        return self.tree.add(examples=examples, children=[n.id for n in nodes],
+                             level=1 + max(n.level for n in nodes), **made)
+
+    def _make(self, nodes: list[MergeNode], examples: list[int]) -> dict:
+        """An LLM merge per predictor on which the children differ, then validation on the union."""
+        if self.rt.exhausted():
+            # Out of budget: keep the child with the most evidence, unvalidated on the union.
+            best = max(nodes, key=lambda n: (n.score * len(n.examples), len(n.examples)))
+            self.counters.add("merges_skipped_for_budget")
+            return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
         texts = [k for k in differing if is_text_key(k)]
         merged = dict(zip(texts, self.rt.map(lambda name: self._merge_text(name, nodes), texts)))
         merged.update({k: merge_demos(k, nodes) for k in differing if not is_text_key(k)})
         candidate = {k: merged.get(k, next(n.candidate[k] for n in nodes if k in n.candidate)) for k in keys}
-        examples = sorted(i for node in nodes for i in node.examples)
-        score = self.rt.score(candidate, self.items_of(examples))
-        return self.tree.add(
-            candidate=candidate,
-            examples=examples,
-            score=score,
-            children=[n.id for n in nodes],
-            level=1 + max(n.level for n in nodes),
-            made_by="llm_merge" if texts else "identical",
-            merge_calls=len(texts),
-        )
+        return {"candidate": candidate, "score": self.rt.score(candidate, self.items_of(examples)),
+                "made_by": "llm_merge" if texts else "identical", "merge_calls": len(texts)}
 
     def _merge_text(self, name: str, nodes: list[MergeNode]) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)

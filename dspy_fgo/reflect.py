@@ -12,7 +12,7 @@ trainset.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import dspy
@@ -54,6 +54,16 @@ class ReflectResult:
     score: float  # its score on the examples it was optimized on
     baseline_score: float  # the starting candidate's score there
     history: list[EpochRecord] = field(default_factory=list)
+
+
+def result_to_dict(result: ReflectResult) -> dict:
+    return asdict(result)
+
+
+def result_from_dict(data: dict) -> ReflectResult:
+    history = [EpochRecord(**h) for h in data.get("history", [])]
+    return ReflectResult(candidate=data["candidate"], score=data["score"], baseline_score=data["baseline_score"],
+                         history=history)
 
 
 def clip(text: str, limit: int) -> str:
@@ -207,7 +217,7 @@ def optimize_module(
         trajectories = rt.evaluate(current, items)
         record = EpochRecord(epoch=epoch, score=mean_score(trajectories), candidate=current)
         history.append(record)
-        if epoch == epochs or record.score >= 1.0:
+        if epoch == epochs or record.score >= 1.0 or rt.exhausted():
             break
         current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes)
     best = max(history, key=lambda r: r.score)  # max keeps the earliest on ties: prefer fewer changes

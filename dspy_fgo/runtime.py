@@ -63,6 +63,8 @@ class Runtime:
         meters: Meters,
         num_threads: int,
         max_errors: int | None,
+        max_lm_calls: int | None = None,
+        max_tokens: int | None = None,
     ):
         self.student = student
         self.metric = metric
@@ -71,11 +73,26 @@ class Runtime:
         self.meters = meters
         self.num_threads = num_threads
         self.max_errors = max_errors
+        self.max_lm_calls = max_lm_calls
+        self.max_tokens = max_tokens
         self.slots = threading.BoundedSemaphore(num_threads)
         self._cache: dict[tuple[str, Any], Trajectory] = {}
         self._lock = threading.Lock()
         self.program_errors = 0
         self.metric_errors = 0
+
+    # -- budgets ---------------------------------------------------------------------------
+    def exhausted(self) -> bool:
+        """True once the LM-call or token budget is spent. The budget is soft: callers stop
+        starting new work, and what is in flight finishes, so nothing half-done is kept."""
+        if self.max_lm_calls is None and self.max_tokens is None:
+            return False
+        usage = [meter.usage for meter in self.meters.by_role.values()]
+        calls = sum(u.calls for u in usage)
+        tokens = sum(u.prompt_tokens + u.completion_tokens for u in usage)
+        return (self.max_lm_calls is not None and calls >= self.max_lm_calls) or (
+            self.max_tokens is not None and tokens >= self.max_tokens
+        )
 
     # -- threads ---------------------------------------------------------------------------
     def map(self, fn: Callable, items: Sequence) -> list:

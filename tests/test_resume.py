@@ -1,0 +1,91 @@
+"""Long runs are safe: checkpoints survive SIGKILL and resume without redoing work; budgets stop cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import dspy
+import pytest
+
+from conftest import exact, make_examples, optimizer_respond, task_respond
+from dspy_fgo import FGO, read_candidate
+from fakes import FakeLM
+
+CATS = ["alpha", "beta", "gamma", "delta"]
+TESTS = os.path.dirname(__file__)
+
+
+def compile_fgo(checkpoint_dir=None, prompt=None, trainset=None, **settings):
+    prompt = prompt or FakeLM(optimizer_respond, model="fake/optimizer")
+    fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="fake/task"), prompt_model=prompt,
+              partition_by="category", epochs=2, num_threads=1, checkpoint_dir=checkpoint_dir, **settings)
+    program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset or make_examples(CATS))
+    return fgo, program, prompt
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import conftest, dspy
+    from fakes import FakeLM
+    from dspy_fgo import FGO
+    calls = 0
+    def die_after(text):
+        global calls
+        calls += 1
+        if calls == {kill_after}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    prompt = FakeLM(conftest.optimizer_respond, model="fake/optimizer", fail=die_after)
+    fgo = FGO(metric=conftest.exact, task_model=FakeLM(conftest.task_respond, model="fake/task"), prompt_model=prompt,
+              partition_by="category", epochs=2, num_threads=1, checkpoint_dir={directory!r})
+    fgo.compile(dspy.Predict("question -> answer"), trainset=conftest.make_examples({cats!r}))
+""")
+
+
+def test_sigkill_then_resume_redoes_nothing_finished(tmp_path):
+    _, reference, full = compile_fgo()
+    directory = str(tmp_path / "ckpt")
+    script = KILLED_RUN.format(tests=TESTS, kill_after=9, directory=directory, cats=CATS)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    finished = sorted(p for p in os.listdir(directory) if p.startswith("partition-"))
+    assert finished == ["partition-0000.json", "partition-0001.json"]  # 4 optimizer calls per partition
+    assert not [p for p in os.listdir(directory) if p.endswith(".tmp")]
+
+    fgo, resumed, prompt = compile_fgo(directory)
+    assert read_candidate(resumed) == read_candidate(reference)
+    assert prompt.calls == full.calls - 8  # the two finished partitions were not redone
+    assert any("reused 2" in note for note in fgo.report_.notes)
+
+    # A third run reuses everything: the merge nodes were checkpointed too.
+    _, again, prompt = compile_fgo(directory)
+    assert prompt.calls == 0 and read_candidate(again) == read_candidate(reference)
+
+
+def test_checkpoint_of_other_data_or_settings_is_refused(tmp_path):
+    compile_fgo(str(tmp_path))
+    with pytest.raises(ValueError, match="different data or settings"):
+        compile_fgo(str(tmp_path), trainset=make_examples(CATS[:2]))
+    with pytest.raises(ValueError, match="different data or settings"):
+        compile_fgo(str(tmp_path), merge_threshold=4)
+
+
+def test_checkpoint_files_are_plain_json(tmp_path):
+    compile_fgo(str(tmp_path))
+    for name in os.listdir(tmp_path):
+        json.loads((tmp_path / name).read_text())
+
+
+@pytest.mark.parametrize("limit", [{"max_lm_calls": 20}, {"max_tokens": 3000}])
+def test_budget_stops_cleanly_with_the_best_so_far(limit):
+    trainset = make_examples(CATS)
+    fgo, program, _ = compile_fgo(trainset=trainset, **limit)
+    report = fgo.report_
+    assert any("budget reached" in note for note in report.notes)
+    calls = sum(u["calls"] for u in report.usage.values())
+    full_calls = sum(u["calls"] for u in compile_fgo(trainset=trainset)[0].report_.usage.values())
+    assert calls < full_calls
+    assert isinstance(program, dspy.Predict) and read_candidate(program)["self"]
