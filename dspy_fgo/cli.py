@@ -1,0 +1,117 @@
+"""The ``dspy-fgo`` command: a demo on the embedded local model, the benchmark, report rendering."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else importing litellm stalls offline
+
+
+def demo(args) -> int:
+    """A small FGO vs MIPROv2 comparison on a few BIG-bench tasks, on the embedded local model."""
+    import dspy
+
+    from dspy_fgo import FGO
+    from dspy_fgo.accounting import RoleMeter
+    from dspy_fgo.data import bbh_metric, bbh_program, load_bbh, split_bbh
+    from dspy_fgo.local import serve
+
+    tasks = args.tasks.split(",")
+    train, val, test = split_bbh(load_bbh(tasks=tasks), args.n_train, args.n_val, args.n_test)
+    print(f"{len(tasks)} tasks: {len(train)} train, {len(val)} val, {len(test)} test examples; model {args.model}")
+    with serve(args.model) as server:
+        task_lm = dspy.LM(f"openai/{server.alias}", api_base=server.base_url, api_key="local", temperature=0.0,
+                          max_tokens=256)
+        prompt_lm = dspy.LM(f"openai/{server.alias}@optimizer", api_base=server.base_url, api_key="local",
+                            temperature=0.7, max_tokens=768)
+        methods = {
+            "unoptimized": lambda p: p,
+            "FGO": lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,
+                                 num_threads=2).compile(p, trainset=train, valset=val),
+            "MIPROv2": lambda p: dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, auto=None, num_candidates=3,
+                                              max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=2,
+                                              verbose=False).compile(p, trainset=train, valset=val, num_trials=4,
+                                                                     minibatch=False),
+        }
+        rows = []
+        for name, optimize in methods.items():
+            print(f"- {name}: optimizing...", flush=True)
+            meter = RoleMeter(name)
+            start = time.perf_counter()
+            with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
+                program = optimize(bbh_program())
+            wall = time.perf_counter() - start
+            with dspy.context(lm=task_lm):
+                score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2, display_progress=False)(program).score
+            opt = meter.by_model.get(prompt_lm.model)
+            rows.append((name, score, wall, opt.calls if opt else 0, opt.prompt_tokens if opt else 0))
+            print(f"  test accuracy {score:.1f}%, compile {wall:.0f}s", flush=True)
+    print("\n| method | test accuracy | compile s | optimizer calls | optimizer prompt tokens |\n|---|---|---|---|---|")
+    for name, score, wall, calls, tokens in rows:
+        print(f"| {name} | {score:.1f} % | {wall:.0f} | {calls} | {tokens} |")
+    print(f"\n({len(test)} test questions: a demo, not a benchmark; see benchmarks/ for that)")
+    return 0
+
+
+def report(args) -> int:
+    """Render a saved report (``Report.save``) to Markdown and PNG."""
+    from dspy_fgo.report import Report
+
+    saved = Report.load(args.path)
+    out = Path(args.out or Path(args.path).with_suffix(""))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(f"# {saved.method} report\n\n```\n{saved.summary()}\n```\n")
+    made = ["summary.md"]
+    try:
+        from dspy_fgo.plots import plot_partitions, plot_tree
+
+        if saved.tree:
+            made.append(plot_tree(saved, out / "tree.png").name)
+        if saved.partitions:
+            made.append(plot_partitions(saved, out / "partitions.png").name)
+    except ImportError as exc:
+        print(f"(no plots: {exc})", file=sys.stderr)
+    print(saved.summary())
+    print(f"\nwrote {', '.join(str(out / m) for m in made)}")
+    return 0
+
+
+def bench(args, rest) -> int:
+    """The benchmark runner; it lives in the repository's benchmarks/ package."""
+    try:
+        from benchmarks.run import main
+    except ImportError:
+        print("dspy-fgo bench runs benchmarks/ from a clone of the repository: cd into it first", file=sys.stderr)
+        return 2
+    return main(rest)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="dspy-fgo", description="FGO (Fine-Grained Generative Optimization) for DSPy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="FGO vs MIPROv2 on a few BIG-bench tasks, on the embedded local model")
+    d.add_argument("--model", default="qwen2.5-coder-1.5b", help="embedded model (needs dspy-fgo[local])")
+    d.add_argument("--tasks", default="navigate,object_counting,sports_understanding")
+    d.add_argument("--n-train", type=int, default=3)
+    d.add_argument("--n-val", type=int, default=3)
+    d.add_argument("--n-test", type=int, default=5)
+    d.add_argument("--epochs", type=int, default=2)
+    r = sub.add_parser("report", help="render a saved report JSON to Markdown and PNG")
+    r.add_argument("path")
+    r.add_argument("--out", default=None, help="output folder (default: next to the report)")
+    sub.add_parser("bench", help="the benchmark runner (python -m benchmarks.run); pass its flags after 'bench'",
+                   add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"demo": demo, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
