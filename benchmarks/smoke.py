@@ -16,13 +16,15 @@ class ScriptedLM(dspy.BaseLM):
         import re
         from types import SimpleNamespace
 
-        system = (messages or [{"content": prompt or ""}])[0]["content"]
+        messages = messages or [{"content": prompt or ""}]
+        system = messages[0]["content"]
+        prompt_tokens = sum(len(m["content"]) for m in messages) // 4  # ~4 characters per token
         block = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
         fields = re.findall(r"\d+\. `(\w+)`", block) or ["answer"]
         content = "\n\n".join(f"[[ ## {f} ## ]]\n{self.text}" for f in fields) + "\n\n[[ ## completed ## ]]"
         message = SimpleNamespace(content=content, tool_calls=None)
         return SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
-                               usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                               usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4},
                                model=self.model, cache_hit=False)
 
 

@@ -1,0 +1,133 @@
+"""Scaling: how the optimizer prompt grows with the trainset, per method (fake LM, zero latency).
+
+    python -m benchmarks.scaling                 # 60, 600, 6,000 examples
+    python -m benchmarks.scaling --quick         # 60, 600 (CI)
+    python -m benchmarks.scaling --sizes 60000   # the largest size takes long on 2 cores
+
+The fake LM answers instantly, so this measures the optimizer, not a model: the peak and total
+optimizer prompt tokens (estimated as characters / 4), the runs dropped to fit the optimizer's
+context, LM calls, wall time and peak memory (each cell runs in a fresh process). Every example
+carries a long input (a ~1,500-character trajectory), as agent traces do. FGO uses partitions of
+about 20 examples, so each optimizer prompt sees a bounded slice however large the trainset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+CONTEXT = 128_000  # a large optimizer window (gpt-4o class), so all-at-once can grow before it is trimmed
+PARTITION_SIZE = 20
+
+
+def make_trainset(n: int):
+    import dspy
+
+    filler = " ".join(f"step {j}: observed value {j * 7 % 13}." for j in range(70))  # ~1,500 chars
+    return [dspy.Example(question=f"task {i % 50} case {i}. {filler}", answer=f"a{i % 50}", kind=str(i % 50))
+            .with_inputs("question") for i in range(n)]
+
+
+def run_cell(method: str, n: int) -> dict:
+    import dspy
+
+    from benchmarks.smoke import ScriptedLM
+    from dspy_fgo import FGO, AllAtOnce, BatchWise
+
+    trainset = make_trainset(n)
+    task, prompt = ScriptedLM("fake/task", "a0"), ScriptedLM("fake/optimizer", "Answer with the case's task label.")
+    common = dict(task_model=task, prompt_model=prompt, epochs=1, num_threads=2, max_prompt_tokens=CONTEXT,
+                  critique_successes=0)
+
+    def metric(example, prediction, trace=None):
+        return example.answer == prediction.answer
+
+    optimizer = {
+        "FGO": lambda: FGO(metric=metric, partition_by="random", n_partitions=max(1, n // PARTITION_SIZE), **common),
+        "AllAtOnce": lambda: AllAtOnce(metric=metric, **common),
+        "BatchWise": lambda: BatchWise(metric=metric, batch_size=PARTITION_SIZE, **common),
+    }[method]()
+    start = time.perf_counter()
+    optimizer.compile(dspy.Predict("question -> answer"), trainset=trainset)
+    wall = time.perf_counter() - start
+    report = optimizer.report_
+    opt = report.usage["optimizer"]
+    return {
+        "method": method, "n": n, "wall_s": round(wall, 1),
+        "peak_prompt_tokens": opt["peak_prompt_tokens"], "optimizer_prompt_tokens": opt["prompt_tokens"],
+        "optimizer_calls": opt["calls"], "task_calls": report.usage["task"]["calls"],
+        "runs_dropped": report.events.get("runs_dropped_from_prompts", 0),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=None, help="comma-separated trainset sizes")
+    p.add_argument("--methods", default="FGO,AllAtOnce,BatchWise")
+    p.add_argument("--quick", action="store_true", help="60 and 600 examples only (CI)")
+    p.add_argument("--out", default="benchmarks/results/scaling")
+    p.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # internal: run one cell, print JSON
+    args = p.parse_args(argv)
+    if args.cell:
+        method, n = args.cell.split(":")
+        print(json.dumps(run_cell(method, int(n))))
+        return 0
+    sizes = [int(s) for s in (args.sizes or ("60,600" if args.quick else "60,600,6000")).split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in sizes:
+        for method in args.methods.split(","):
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--cell", f"{method}:{n}"],
+                                  capture_output=True, text=True, check=True)
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{method:>10} n={n:<6} peak prompt {row['peak_prompt_tokens']:>7} tokens, total "
+                  f"{row['optimizer_prompt_tokens']:>10}, calls {row['optimizer_calls']:>5}, dropped runs "
+                  f"{row['runs_dropped']:>6}, {row['wall_s']:>7}s, {row['peak_rss_mb']} MB", flush=True)
+    (out / "scaling.json").write_text(json.dumps(rows, indent=2))
+    lines = ["| method | trainset | peak optimizer prompt (tokens) | total optimizer prompt tokens | optimizer calls "
+             "| task calls | runs dropped to fit | wall s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['n']} | {r['peak_prompt_tokens']} | {r['optimizer_prompt_tokens']} | "
+              f"{r['optimizer_calls']} | {r['task_calls']} | {r['runs_dropped']} | {r['wall_s']} | {r['peak_rss_mb']} |"
+              for r in rows]
+    (out / "scaling.md").write_text("Command: `python -m benchmarks.scaling " + " ".join(argv or sys.argv[1:]) +
+                                    "`\n\n" + "\n".join(lines) + "\n")
+    _plot(rows, out)
+    print("\n".join(lines))
+    return 0
+
+
+def _plot(rows, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        ax.plot([r["n"] for r in mine], [r["peak_prompt_tokens"] for r in mine], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainset size")
+    ax.set_ylabel("peak optimizer prompt (tokens)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "peak_prompt.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
