@@ -35,6 +35,25 @@ def fgo(student, train, val, s: Setup):
     return program, {"report": optimizer.report_.to_dict()}
 
 
+def fgo_mipro(student, train, val, s: Setup):
+    """FGO with a small MIPROv2 (3 instruction candidates, 3 trials, up to 2 demos) in each partition."""
+    from dspy_fgo import FGO
+
+    def inner(seed):
+        mipro = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto=None,
+                             num_candidates=3, max_bootstrapped_demos=2, max_labeled_demos=2, seed=seed,
+                             num_threads=1, verbose=False)
+        compile_ = mipro.compile
+        mipro.compile = lambda student, *, trainset, valset=None: compile_(
+            student, trainset=trainset, valset=valset, num_trials=3, minibatch=False)
+        return mipro
+
+    optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm, prompt_model=s.prompt_lm,
+                    seed=s.seed, num_threads=s.num_threads, inner=inner)
+    program = optimizer.compile(student, trainset=train, valset=val)
+    return program, {"report": optimizer.report_.to_dict()}
+
+
 def _mipro(demos: int):
     def run(student, train, val, s: Setup):
         optimizer = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto="light",
@@ -75,6 +94,7 @@ def _baseline(name: str):
 METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
     "fgo": fgo,
+    "fgo-mipro": fgo_mipro,
     "mipro-instructions": _mipro(0),
     "mipro-demos": _mipro(4),
     "gepa": gepa,

@@ -8,14 +8,17 @@ import dspy
 class ScriptedLM(dspy.BaseLM):
     """Answers every output field with a fixed text; enough to drive every optimizer's control flow."""
 
-    def __init__(self, model: str, text: str):
+    def __init__(self, model: str, text: str, latency: float = 0.0):
         super().__init__(model=model, model_type="chat", temperature=0.0, max_tokens=100, cache=False)
         self.text = text
+        self.latency = latency  # seconds per call, to stand in for a real model's wait
 
     def forward(self, prompt=None, messages=None, **kwargs):
         import re
+        import time
         from types import SimpleNamespace
 
+        time.sleep(self.latency)
         messages = messages or [{"content": prompt or ""}]
         system = messages[0]["content"]
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4  # ~4 characters per token

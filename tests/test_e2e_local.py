@@ -63,3 +63,33 @@ def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
     loaded.load(str(tmp_path / "optimized.json"))
     assert loaded.signature.instructions == instruction
     print(report.summary())
+
+
+def test_fgo_with_mipro_inside_on_the_local_model(server):
+    from dspy_fgo.local import local_lm
+
+    tasks = ["navigate", "sports_understanding"]
+    train = load_bbh(tasks=tasks, limit=3)
+    task_lm = local_lm(server, temperature=0.0, max_tokens=200, cache=False)
+    prompt_lm = dspy.LM(f"openai/{server.alias}@optimizer", api_base=server.base_url, api_key="local",
+                        temperature=0.7, max_tokens=300, cache=False)
+
+    def inner(seed):
+        mipro = dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, task_model=task_lm, auto=None,
+                             num_candidates=2, max_bootstrapped_demos=1, max_labeled_demos=1, seed=seed,
+                             num_threads=2, verbose=False)
+        compile_ = mipro.compile
+        mipro.compile = lambda student, *, trainset, valset=None: compile_(
+            student, trainset=trainset, valset=valset, num_trials=2, minibatch=False)
+        return mipro
+
+    fgo = FGO(metric=bbh_metric, partition_by="task", task_model=task_lm, prompt_model=prompt_lm, inner=inner,
+              num_threads=2)
+    optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=train)
+    usage = fgo.report_.usage["inner"]
+    assert usage["billed_calls"] > 0
+    assert set(usage["by_model"]) == {task_lm.model, prompt_lm.model}  # both roles, told apart
+    assert any("MIPROv2" in note for note in fgo.report_.notes)
+    with dspy.context(lm=task_lm):
+        assert isinstance(optimized(**train[0].inputs()).answer, str)
+    print(fgo.report_.summary())
