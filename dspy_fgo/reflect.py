@@ -81,7 +81,15 @@ def format_run(trajectory: Trajectory, limit: int) -> str:
     inputs = example.inputs().toDict()
     labels = example.labels().toDict()
     lines = [f"Input: {_fields(inputs)}"]
-    for step in trajectory.steps:
+    steps = trajectory.steps
+    agent = getattr(trajectory.prediction, "trajectory", None)
+    if isinstance(agent, dict) and agent:
+        # A ReAct-style agent: show its own step log (thoughts, tool calls, observations) once,
+        # rather than every call of its loop predictor, whose inputs repeat the log so far.
+        lines.append("Agent steps:")
+        lines += [f"  {key}: {value}" for key, value in agent.items()]
+        steps = [step for step in steps if "trajectory" not in step.inputs]
+    for step in steps:
         lines.append(f"Step `{step.predictor}` output: {_fields(step.outputs)}")
     if trajectory.error:
         lines.append(f"Error: {trajectory.error}")

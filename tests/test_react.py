@@ -4,7 +4,7 @@ import dspy
 
 from conftest import RULE, exact, make_examples, objective, optimizer_respond
 from dspy_fgo import FGO, read_candidate
-from fakes import FakeLM, field_value
+from fakes import FakeLM, field_value, last_user
 
 
 def lookup(key: str) -> str:
@@ -15,8 +15,7 @@ def lookup(key: str) -> str:
 def agent_respond(fields, messages):
     """The agent calls `lookup` once, then finishes; the extractor answers right iff it knows the rule."""
     if "next_tool_name" in fields:
-        trajectory = field_value(messages, "trajectory")
-        if "observation_0" in trajectory:
+        if "observation_0" in last_user(messages):
             return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": "{}"}
         return {"next_thought": "look it up", "next_tool_name": "lookup", "next_tool_args": '{"key": "x"}'}
     question = field_value(messages, "question")
@@ -41,4 +40,4 @@ def test_fgo_optimizes_a_react_agent():
     assert fgo.report_.root["score"] == 1.0
     # The critique saw the agent's real steps: its tool call and the finish.
     critiques = [p for p in optimizer_lm.prompts if "[[ ## run ## ]]" in p]
-    assert critiques and all("next_tool_name: lookup" in p and "next_tool_name: finish" in p for p in critiques)
+    assert critiques and all("tool_name_0: lookup" in p and "observation_0: value of x" in p for p in critiques)
