@@ -116,7 +116,11 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int)
 
 
 def main(argv=None) -> int:
+    import logging
+
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("dspy_fgo").setLevel(logging.INFO)  # progress: partitions and merges as they finish
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

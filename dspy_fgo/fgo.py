@@ -159,6 +159,9 @@ class FGO(ReflectiveOptimizer):
         else:
             result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
                                          counters=s.counters, critique_successes=self.critique_successes), "FGO"
+        calls = sum(m.usage.calls for m in s.meters.by_role.values())
+        logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
+                    partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
         if checkpoint and not s.rt.exhausted():  # a partition cut short by the budget is not finished
             checkpoint.save("partition", key, {"name": partition.name, "optimizer": by,
                                                "result": result_to_dict(result)})

@@ -11,6 +11,7 @@ its children's examples.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from dspy_fgo.divide import clusters_of
 from dspy_fgo.reflect import Budget, clean_instruction, clip
 from dspy_fgo.runtime import Runtime
 from dspy_fgo.signatures import MergeInstructions
+
+logger = logging.getLogger("dspy_fgo")
 
 
 @dataclass
@@ -122,6 +125,8 @@ class ProgressiveMerge:
             made = self._make(nodes, examples)
             if self.checkpoint and made["made_by"] != "budget_exhausted":
                 self.checkpoint.save("merge", key, made)
+        logger.info("merged %d candidates on %d examples: score %.2f (%s)", len(nodes), len(examples),
+                    made["score"], made["made_by"])
         return self.tree.add(examples=examples, children=[n.id for n in nodes],
                              level=1 + max(n.level for n in nodes), **made)
 
