@@ -1,0 +1,35 @@
+"""Smoke tests of the benchmark runners with scripted fake LMs (their numbers mean nothing)."""
+
+import json
+
+from benchmarks import run
+
+
+def test_runner_writes_cells_summary_and_resumes(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["--fake", "--methods", "unoptimized,fgo,all-at-once", "--seeds", "0,1", "--n-train", "1",
+            "--n-val", "1", "--n-test", "1", "--num-threads", "2", "--out", str(out)]
+    assert run.main(argv) == 0
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert cells == [
+        "bbh15-predict-all-at-once-seed0.json", "bbh15-predict-all-at-once-seed1.json",
+        "bbh15-predict-fgo-seed0.json", "bbh15-predict-fgo-seed1.json", "bbh15-predict-unoptimized-seed0.json",
+    ]
+    cell = json.loads((out / "cells" / "bbh15-predict-fgo-seed0.json").read_text())
+    assert cell["n_test"] == 15 and 0 <= cell["test_accuracy"] <= 1
+    assert cell["optimizer_usage"]["calls"] > 0 and cell["task_usage"]["calls"] > 0
+    assert cell["report"]["method"] == "FGO"
+    results = json.loads((out / "results.json").read_text())
+    assert {row["method"] for row in results["rows"]} == {"unoptimized", "fgo", "all-at-once"}
+    assert "| bbh15 | fgo | 2 |" in (out / "results.md").read_text()
+
+    capsys.readouterr()
+    assert run.main(argv) == 0  # a rerun redoes nothing
+    assert capsys.readouterr().out.count("done before, skipped") == 5
+
+
+def test_unknown_method_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="unknown method"):
+        run.main(["--fake", "--methods", "nope", "--out", str(tmp_path)])
