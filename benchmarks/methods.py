@@ -38,15 +38,13 @@ def fgo(student, train, val, s: Setup):
 def fgo_mipro(student, train, val, s: Setup):
     """FGO with a small MIPROv2 (3 instruction candidates, 3 trials, up to 2 demos) in each partition."""
     from dspy_fgo import FGO
+    from dspy_fgo.inner import compile_with
 
     def inner(seed):
         mipro = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto=None,
                              num_candidates=3, max_bootstrapped_demos=2, max_labeled_demos=2, seed=seed,
                              num_threads=1, verbose=False)
-        compile_ = mipro.compile
-        mipro.compile = lambda student, *, trainset, valset=None: compile_(
-            student, trainset=trainset, valset=valset, num_trials=3, minibatch=False)
-        return mipro
+        return compile_with(mipro, num_trials=3, minibatch=False)
 
     optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm, prompt_model=s.prompt_lm,
                     seed=s.seed, num_threads=s.num_threads, inner=inner)

@@ -35,3 +35,18 @@ def optimize_with_inner(
     before, after = rt.score(start, items), rt.score(candidate, items)
     best, score = (candidate, after) if after >= before else (dict(start), before)
     return ReflectResult(candidate=best, score=score, baseline_score=before), type(teleprompter).__name__
+
+
+def compile_with(teleprompter, **compile_kwargs):
+    """``teleprompter`` with extra arguments for its ``compile`` (FGO passes only the data).
+
+    For example ``inner=lambda seed: compile_with(dspy.MIPROv2(metric, auto=None, num_candidates=3,
+    seed=seed), num_trials=3, minibatch=False)``.
+    """
+    compile_ = teleprompter.compile
+
+    def compile(student, *, trainset, valset=None):
+        return compile_(student, trainset=trainset, valset=valset, **compile_kwargs)
+
+    teleprompter.compile = compile
+    return teleprompter

@@ -66,6 +66,7 @@ def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
 
 
 def test_fgo_with_mipro_inside_on_the_local_model(server):
+    from dspy_fgo.inner import compile_with
     from dspy_fgo.local import local_lm
 
     tasks = ["navigate", "sports_understanding"]
@@ -78,10 +79,7 @@ def test_fgo_with_mipro_inside_on_the_local_model(server):
         mipro = dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, task_model=task_lm, auto=None,
                              num_candidates=2, max_bootstrapped_demos=1, max_labeled_demos=1, seed=seed,
                              num_threads=2, verbose=False)
-        compile_ = mipro.compile
-        mipro.compile = lambda student, *, trainset, valset=None: compile_(
-            student, trainset=trainset, valset=valset, num_trials=2, minibatch=False)
-        return mipro
+        return compile_with(mipro, num_trials=2, minibatch=False)
 
     fgo = FGO(metric=bbh_metric, partition_by="task", task_model=task_lm, prompt_model=prompt_lm, inner=inner,
               num_threads=2)

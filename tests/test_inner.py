@@ -8,6 +8,7 @@ import pytest
 from conftest import RULE, exact, make_examples
 from dspy_fgo import FGO, read_candidate
 from dspy_fgo.candidate import DEMOS
+from dspy_fgo.inner import compile_with
 from dspy_fgo.merge import MergeNode, merge_demos
 
 CATS = ["alpha", "beta", "gamma"]
@@ -62,29 +63,14 @@ def test_mipro_inside_fgo_runs_and_counts_as_inner(task_lm, prompt_lm):
         return dspy.MIPROv2(metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto=None, num_candidates=2,
                             max_bootstrapped_demos=1, max_labeled_demos=1, seed=seed, num_threads=1, verbose=False)
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", inner=_with_trials(mipro))
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category",
+              inner=lambda seed: compile_with(mipro(seed), num_trials=2, minibatch=False))
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS[:2], per_category=4))
     usage = fgo.report_.usage["inner"]
     assert usage["calls"] > 0 and usage["prompt_tokens"] > 0
     assert set(usage["by_model"]) == {"fake/task", "fake/optimizer"}
     assert "MIPROv2" in " ".join(fgo.report_.notes)
     assert read_candidate(program)["self"]
-
-
-def _with_trials(factory):
-    """MIPROv2 with auto=None needs num_trials at compile time."""
-
-    def make(seed):
-        teleprompter = factory(seed)
-        compile_ = teleprompter.compile
-
-        def compile(student, *, trainset, valset=None):
-            return compile_(student, trainset=trainset, valset=valset, num_trials=2, minibatch=False)
-
-        teleprompter.compile = compile
-        return teleprompter
-
-    return make
 
 
 def test_gepa_inside_fgo_runs(task_lm, prompt_lm):

@@ -27,7 +27,7 @@ def test_bad_settings(settings, message):
         FGO(**settings)
 
 
-def compile_with(task_lm, prompt_lm, student=None, trainset=None, **settings):
+def run_fgo(task_lm, prompt_lm, student=None, trainset=None, **settings):
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
     trainset = make_examples(["a", "b"]) if trainset is None else trainset
     return fgo.compile(student or dspy.Predict("question -> answer"), trainset=trainset)
@@ -45,7 +45,7 @@ def compile_with(task_lm, prompt_lm, student=None, trainset=None, **settings):
 )
 def test_bad_inputs_raise_before_any_lm_call(task_lm, prompt_lm, trainset, settings, message):
     with pytest.raises((TypeError, ValueError), match=message):
-        compile_with(task_lm, prompt_lm, trainset=trainset, **settings)
+        run_fgo(task_lm, prompt_lm, trainset=trainset, **settings)
     assert task_lm.calls == 0 and prompt_lm.calls == 0
 
 
@@ -55,7 +55,7 @@ def test_program_without_predictors(task_lm, prompt_lm):
             return dspy.Prediction(answer=question)
 
     with pytest.raises(ValueError, match="no predictors"):
-        compile_with(task_lm, prompt_lm, student=Empty())
+        run_fgo(task_lm, prompt_lm, student=Empty())
 
 
 def test_no_lm_configured():
