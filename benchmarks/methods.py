@@ -26,13 +26,16 @@ def unoptimized(student, train, val, s: Setup):
     return student.deepcopy(), {}
 
 
-def fgo(student, train, val, s: Setup):
-    from dspy_fgo import FGO
+def _fgo(**settings):
+    def run(student, train, val, s: Setup):
+        from dspy_fgo import FGO
 
-    optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm, prompt_model=s.prompt_lm,
-                    seed=s.seed, num_threads=s.num_threads)
-    program = optimizer.compile(student, trainset=train, valset=val)
-    return program, {"report": optimizer.report_.to_dict()}
+        optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm,
+                        prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads, **settings)
+        program = optimizer.compile(student, trainset=train, valset=val)
+        return program, {"report": optimizer.report_.to_dict()}
+
+    return run
 
 
 def fgo_mipro(student, train, val, s: Setup):
@@ -91,7 +94,8 @@ def _baseline(name: str):
 
 METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
-    "fgo": fgo,
+    "fgo": _fgo(),
+    "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
     "fgo-mipro": fgo_mipro,
     "mipro-instructions": _mipro(0),
     "mipro-demos": _mipro(4),

@@ -69,6 +69,7 @@ class ReflectiveOptimizer(Teleprompter):
         max_errors: int | None = None,
         max_prompt_tokens: int | None = None,
         critique_successes: int = 1,
+        critique: str = "each",
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
     ):
@@ -82,6 +83,8 @@ class ReflectiveOptimizer(Teleprompter):
         check_int("max_prompt_tokens", max_prompt_tokens, 1000, optional=True)
         check_int("critique_successes", critique_successes, 0)
         check_int("max_lm_calls", max_lm_calls, 1, optional=True)
+        if critique not in ("each", "batch"):
+            raise ValueError(f"critique must be 'each' (one call per run, the paper's) or 'batch'; got {critique!r}")
         check_int("max_tokens", max_tokens, 1, optional=True)
         for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
             if lm is not None and not isinstance(lm, dspy.BaseLM):
@@ -95,6 +98,7 @@ class ReflectiveOptimizer(Teleprompter):
         self.max_errors = max_errors
         self.max_prompt_tokens = max_prompt_tokens
         self.critique_successes = critique_successes
+        self.critique = critique
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
         self.report_: Report | None = None

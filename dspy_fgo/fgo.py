@@ -45,6 +45,8 @@ class FGO(ReflectiveOptimizer):
         max_errors: metric exceptions tolerated before the compile stops (default DSPy's).
         max_prompt_tokens: optimizer prompt budget (default the prompt model's context window).
         critique_successes: successful runs critiqued per epoch besides every failure.
+        critique: ``"each"`` (the paper's evaluator: one optimizer call per run) or ``"batch"`` (one
+            call per partition and epoch over all its runs: fewer calls and tokens).
         checkpoint_dir: write each finished partition and merge node there (atomic JSON); rerunning
             the same compile resumes without redoing them. Other data or settings are refused.
         max_lm_calls, max_tokens: a soft budget over all roles; when reached, FGO starts no new work
@@ -158,7 +160,8 @@ class FGO(ReflectiveOptimizer):
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
         else:
             result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
-                                         counters=s.counters, critique_successes=self.critique_successes), "FGO"
+                                         counters=s.counters, critique_successes=self.critique_successes,
+                                         critique_mode=self.critique), "FGO"
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)

@@ -20,7 +20,7 @@ import dspy
 from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
-from dspy_fgo.signatures import CritiqueRun, RewriteInstruction
+from dspy_fgo.signatures import CritiqueRun, CritiqueRuns, RewriteInstruction
 
 CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
 PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing
@@ -135,6 +135,19 @@ def critique(
     return {k: v for k, v in critiques.items() if v}
 
 
+def critique_batch(
+    rt: Runtime, candidate: Candidate, trajectories: Sequence[Trajectory], budget: Budget, counters: Counters
+) -> str:
+    """One optimizer call over all the runs (fitted to the budget): fewer calls than one per run."""
+    shown = clip(instructions_text(candidate), budget.chars // 4)
+    runs = runs_digest(trajectories, {}, budget.chars - len(shown), budget, counters)
+    answer = rt.ask(CritiqueRuns, max_tokens=2 * CRITIQUE_MAX_TOKENS, program_instructions=shown, runs=runs)
+    if answer is None or not answer.critique.strip():
+        counters.add("critique_calls_failed")
+        return ""
+    return answer.critique.strip()
+
+
 def runs_digest(
     trajectories: Sequence[Trajectory], critiques: dict[Any, str], limit: int, budget: Budget, counters: Counters
 ) -> str:
@@ -164,6 +177,7 @@ def rewrite(
     history: Sequence[EpochRecord],
     budget: Budget,
     counters: Counters,
+    overall: str = "",
 ) -> Candidate:
     """Ask the optimizer for a new instruction per predictor; keep the old one on a bad answer."""
 
@@ -172,13 +186,14 @@ def rewrite(
         past = "\n".join(
             f"- score {r.score:.2f}: {clip(r.candidate.get(name, ''), 600)}" for r in history[-4:-1]
         ) or "(none)"
-        room = budget.chars - len(current) - len(past) - 200
+        lessons = f"Critique of these runs:\n{clip(overall, budget.chars // 4)}\n\n" if overall else ""
+        room = budget.chars - len(current) - len(past) - len(lessons) - 200
         answer = rt.ask(
             RewriteInstruction,
             step=describe_predictor(program, name),
             current_instruction=f"(score {score:.2f})\n{current}",
             past_instructions=past,
-            runs_and_critiques=runs_digest(trajectories, critiques, room, budget, counters),
+            runs_and_critiques=lessons + runs_digest(trajectories, critiques, room, budget, counters),
         )
         proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget)
         if proposal is None:
@@ -214,6 +229,7 @@ def optimize_module(
     budget: Budget,
     counters: Counters,
     critique_successes: int = 1,
+    critique_mode: str = "each",
 ) -> ReflectResult:
     """Algorithm 1: explore, critique, rewrite, for ``epochs`` rewrites; keep the best candidate.
 
@@ -227,7 +243,8 @@ def optimize_module(
         history.append(record)
         if epoch == epochs or record.score >= 1.0 or rt.exhausted():
             break
-        current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes)
+        current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes,
+                               critique_mode)
     best = max(history, key=lambda r: r.score)  # max keeps the earliest on ties: prefer fewer changes
     return ReflectResult(candidate=best.candidate, score=best.score, baseline_score=history[0].score, history=history)
 
@@ -241,15 +258,21 @@ def reflect_step(
     budget: Budget,
     counters: Counters,
     critique_successes: int,
+    critique_mode: str = "each",
 ) -> Candidate:
     """Critique the runs and rewrite the candidate from them: one update of Algorithm 1.
 
-    ``history[-1]`` is the record of ``current`` (its score); its critique count is filled in.
+    ``critique_mode`` "each" is the paper's evaluator, one call per run; "batch" is one call for
+    all the runs. ``history[-1]`` is the record of ``current``; its critique count is filled in.
     """
     chosen = pick_for_critique(trajectories, critique_successes)
-    critiques = critique(rt, current, chosen, budget, counters)
-    history[-1].critiques = len(critiques)
-    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters)
+    if critique_mode == "batch":
+        overall, critiques = critique_batch(rt, current, chosen, budget, counters), {}
+        history[-1].critiques = int(bool(overall))
+    else:
+        overall, critiques = "", critique(rt, current, chosen, budget, counters)
+        history[-1].critiques = len(critiques)
+    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters, overall)
 
 
 DEFAULT_CONTEXT_WINDOW = 8192  # when neither the user nor LiteLLM knows the model's window

@@ -21,6 +21,19 @@ class CritiqueRun(dspy.Signature):
     critique: str = dspy.OutputField(desc="what went wrong or right, and the general lesson")
 
 
+class CritiqueRuns(dspy.Signature):
+    """You review several runs of an LLM program on tasks of one kind: the textual gradient of a batch.
+
+    Compare each run's output with the expected answer. Name the recurring mistakes (which step,
+    what went wrong, what general pattern caused it) and what worked, then say what the steps'
+    instructions should tell the model so that tasks of this kind are solved. Be brief (at most 8
+    sentences) and general: lessons must help on other tasks of the same kind."""
+
+    program_instructions: str = dspy.InputField(desc="the current instruction of each step of the program")
+    runs: str = dspy.InputField(desc="the runs: each with its input, outputs, expected answer and score")
+    critique: str = dspy.OutputField(desc="the recurring mistakes, what worked, and the general lessons")
+
+
 class RewriteInstruction(dspy.Signature):
     """You improve the instruction of one step of an LLM program.
 

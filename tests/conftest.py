@@ -50,10 +50,11 @@ def optimizer_respond(fields, messages):
     """Critique names the rule a failed run needed; rewrite and merge collect rules."""
     user = messages[-1]["content"]
     if "critique" in fields:
-        run = field_value(messages, "run")
-        category = run.split("Input: question: ", 1)[-1].split()[0]
-        failed = "Score: 0.00" in run
-        return {"critique": f"Needs RULE-{category}." if failed else "Worked."}
+        runs = field_value(messages, "run") or field_value(messages, "runs")  # one run, or a batch
+        needed = sorted({
+            block.split()[0] for block in runs.split("Input: question: ")[1:] if "Score: 0.00" in block
+        })
+        return {"critique": " ".join(f"Needs RULE-{c}." for c in needed) or "Worked."}
     rules = sorted(set(RULE.findall(user)))
     text = "Answer the question. " + " ".join(f"RULE-{r}" for r in rules)
     return {f: text for f in fields}

@@ -191,3 +191,11 @@ def test_same_seed_same_result(prompt_lm):
         return read_candidate(optimized), [p["name"] for p in report["partitions"]], report["tree"]
 
     assert run() == run()
+
+
+def test_batch_critique_makes_one_call_per_partition_and_epoch(task_lm, prompt_lm):
+    fgo, optimized = compile_fgo(task_lm, prompt_lm, make_examples(CATS), epochs=1, critique="batch")
+    assert set(RULE.findall(optimized.signature.instructions)) == set(CATS)
+    critique_calls = [p for p in prompt_lm.prompts if "[[ ## runs ## ]]" in p]
+    assert len(critique_calls) == len(CATS)  # one per partition (one epoch), not one per run
+    assert not [p for p in prompt_lm.prompts if "[[ ## run ## ]]" in p]
