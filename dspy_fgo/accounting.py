@@ -73,6 +73,17 @@ class RoleMeter(UsageTracker, BaseCallback):
                 if exception is not None:
                     tally.errors += 1
 
+    def absorb(self, by_model: dict[str, dict]) -> None:
+        """Add usage measured elsewhere (a remote partition), given per model as RoleUsage dicts."""
+        with self._lock:
+            for model, usage in by_model.items():
+                for tally in self._tallies(model):
+                    for name, value in usage.items():
+                        if name == "peak_prompt_tokens":
+                            tally.peak_prompt_tokens = max(tally.peak_prompt_tokens, value)
+                        else:
+                            setattr(tally, name, getattr(tally, name) + value)
+
     def count_calls(self, calls: int = 1, errors: int = 0) -> None:
         """For roles whose calls do not go through ``dspy.LM`` (plain embedding callables)."""
         with self._lock:
@@ -142,6 +153,10 @@ class Counters:
         if n:
             with self._lock:
                 self._counts[name] = self._counts.get(name, 0) + n
+
+    def absorb(self, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            self.add(name, n)
 
     def to_dict(self) -> dict[str, int]:
         with self._lock:

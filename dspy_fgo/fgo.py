@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from typing import Callable
 
 import dspy
@@ -14,6 +15,7 @@ from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
 from dspy_fgo.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
 
@@ -51,6 +53,8 @@ class FGO(ReflectiveOptimizer):
             the same compile resumes without redoing them. Other data or settings are refused.
         max_lm_calls, max_tokens: a soft budget over all roles; when reached, FGO starts no new work
             and returns the best program found so far (the report says so).
+        executor: a ``concurrent.futures.Executor`` (process pool, ``dask.distributed.Client``) to run
+            partitions on; the program, metric and LMs travel by cloudpickle.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
     """
@@ -69,6 +73,7 @@ class FGO(ReflectiveOptimizer):
         embedder: Callable | None = None,
         inner: Callable[[int], object] | None = None,
         checkpoint_dir: str | None = None,
+        executor: Executor | None = None,
         **settings,
     ):
         super().__init__(metric, **settings)
@@ -91,6 +96,9 @@ class FGO(ReflectiveOptimizer):
         self.embedder = embedder
         self.inner = inner
         self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError("executor must be a concurrent.futures.Executor (anything with submit(fn, *args))")
+        self.executor = executor
 
     def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:
         task_lm = super()._check_inputs(student, trainset, valset)
@@ -156,7 +164,9 @@ class FGO(ReflectiveOptimizer):
         if saved is not None:
             return result_from_dict(saved["result"]), saved["optimizer"]
         items = s.items(partition.indices)
-        if self.inner is not None:
+        if self.executor is not None:
+            result, by = self._optimize_remote(s, start, index, items)
+        elif self.inner is not None:
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
         else:
             result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
@@ -170,11 +180,23 @@ class FGO(ReflectiveOptimizer):
                                                "result": result_to_dict(result)})
         return result, by
 
+    def _optimize_remote(self, s, start, index: int, items):
+        """The same work as locally, on the executor; its usage and events join this run's report."""
+        job = make_job(student=s.student, metric=self.metric, task_lm=s.rt.task_lm, prompt_lm=s.rt.prompt_lm,
+                       num_threads=self.num_threads, max_errors=self.max_errors, inner=self.inner,
+                       seed=self.seed + index, start=start, items=items, epochs=self.epochs, budget=s.budget,
+                       critique_successes=self.critique_successes, critique_mode=self.critique)
+        outcome = self.executor.submit(run_partition_job, job).result()
+        for role, by_model in outcome["usage"].items():
+            s.meters[role].absorb(by_model)
+        s.counters.absorb(outcome["events"])
+        return result_from_dict(outcome["result"]), outcome["optimizer"]
+
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:
             return None
-        settings = {k: v for k, v in self._settings(s).items() if k not in ("num_threads", "checkpoint_dir",
-                                                                            "max_lm_calls", "max_tokens")}
+        settings = {k: v for k, v in self._settings(s).items()
+                    if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens")}
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

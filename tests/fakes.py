@@ -58,6 +58,13 @@ class FakeLM(dspy.BaseLM):
     def __deepcopy__(self, memo):
         return self  # shared counters, like a client
 
+    def __getstate__(self):  # travels to executor workers (the lock stays behind)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
 
 def last_user(messages: list[dict]) -> str:
     return messages[-1]["content"]

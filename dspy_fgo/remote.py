@@ -1,0 +1,42 @@
+"""Optimizing partitions on another process or machine: ``FGO(executor=...)``.
+
+Any ``concurrent.futures.Executor`` works (a process pool, ``dask.distributed.Client``, ...). The
+job travels as one cloudpickle blob (DSPy signatures made from strings do not pickle with the
+standard pickle), and comes back as plain JSON-able data: the partition's result, its LM usage per
+role and model, and its events, which FGO adds to its own report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cloudpickle
+
+from dspy_fgo.accounting import Counters, Meters
+from dspy_fgo.inner import optimize_with_inner
+from dspy_fgo.reflect import optimize_module, result_to_dict
+from dspy_fgo.runtime import Runtime
+
+
+def make_job(**job: Any) -> bytes:
+    return cloudpickle.dumps(job)
+
+
+def run_partition_job(blob: bytes) -> dict:
+    """Run Algorithm 1 (or the inner teleprompter) on one partition, wherever this is called."""
+    job = cloudpickle.loads(blob)
+    meters, counters = Meters(), Counters()
+    rt = Runtime(student=job["student"], metric=job["metric"], task_lm=job["task_lm"], prompt_lm=job["prompt_lm"],
+                 meters=meters, num_threads=job["num_threads"], max_errors=job["max_errors"])
+    if job["inner"] is not None:
+        result, by = optimize_with_inner(rt, job["inner"], job["seed"], job["student"], job["start"], job["items"])
+    else:
+        result = optimize_module(rt, job["student"], job["start"], job["items"], epochs=job["epochs"],
+                                 budget=job["budget"], counters=counters,
+                                 critique_successes=job["critique_successes"], critique_mode=job["critique_mode"])
+        by = "FGO"
+    counters.add("program_errors", rt.program_errors)
+    counters.add("metric_errors", rt.metric_errors)
+    usage = {role: {model: u.to_dict() for model, u in meter.by_model.items()}
+             for role, meter in meters.by_role.items()}
+    return {"result": result_to_dict(result), "optimizer": by, "usage": usage, "events": counters.to_dict()}
