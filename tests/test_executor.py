@@ -32,3 +32,15 @@ def test_process_pool_equals_threads():
 def test_executor_must_submit():
     with pytest.raises(TypeError, match="concurrent.futures.Executor"):
         FGO(metric=exact, executor=object())
+
+
+def test_dask_local_cluster_equals_threads():
+    distributed = pytest.importorskip("distributed")
+    threaded_report, threaded = compile_with()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            # The workers import the test helpers by name, as a user's workers import the user's code.
+            client.run(lambda: __import__("sys").path.insert(0, __import__("os").path.dirname(__file__)))
+            remote_report, remote = compile_with(client.get_executor())
+    assert remote == threaded
+    assert remote_report.usage["optimizer"]["calls"] == threaded_report.usage["optimizer"]["calls"]
