@@ -25,7 +25,13 @@ def plot_tree(report: Report, path: str | Path) -> Path:
     """Leaves (partitions) at the bottom, merges above; each node labelled with its score."""
     plt = _pyplot()
     nodes = report.tree
-    leaves = [n for n in nodes if not n["children"]]
+    leaves, todo = [], [nodes[-1]]
+    while todo:  # depth-first from the root, so that no edges cross
+        node = todo.pop()
+        if node["children"]:
+            todo += [nodes[c] for c in reversed(node["children"])]
+        else:
+            leaves.append(node)
     x = {n["id"]: float(i) for i, n in enumerate(leaves)}
     for node in sorted(nodes, key=lambda n: n["level"]):
         if node["children"]:
