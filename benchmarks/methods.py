@@ -20,6 +20,7 @@ class Setup:
     seed: int
     num_threads: int
     partition_key: str | None = None  # how FGO and its baselines divide the trainset
+    checkpoint_dir: str | None = None  # FGO resumes an interrupted cell from here
 
 
 def unoptimized(student, train, val, s: Setup):
@@ -31,7 +32,8 @@ def _fgo(**settings):
         from dspy_fgo import FGO
 
         optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm,
-                        prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads, **settings)
+                        prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads,
+                        checkpoint_dir=s.checkpoint_dir, **settings)
         program = optimizer.compile(student, trainset=train, valset=val)
         return program, {"report": optimizer.report_.to_dict()}
 

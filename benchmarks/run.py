@@ -82,12 +82,12 @@ def models(args):
                              "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}
 
 
-def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int) -> dict:
+def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None) -> dict:
     """Compile with one method and seed, then score on the test split."""
     # Seeds must change the optimizer's sampled proposals even with the disk cache on.
     seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
     setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=seeded_prompt, seed=seed,
-                  num_threads=num_threads, partition_key=task.partition_key)
+                  num_threads=num_threads, partition_key=task.partition_key, checkpoint_dir=checkpoint_dir)
     meter = RoleMeter("compile")
     start = time.perf_counter()
     with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
@@ -143,7 +143,8 @@ def main(argv=None) -> int:
                 print(f"[{i}/{len(cells)}] {path.name}: done before, skipped", flush=True)
                 continue
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
-            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads)
+            checkpoint = str(out / "checkpoints" / path.stem)  # FGO's finished partitions survive a kill
+            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2, default=str))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cell
