@@ -1,7 +1,6 @@
 """Partitioning strategies and small-partition pooling."""
 
 import dspy
-import pytest
 
 from conftest import make_examples
 from dspy_fgo import ByEmbedding, ByKey, RandomSplit
