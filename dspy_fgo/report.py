@@ -56,7 +56,8 @@ class Report:
         return self.tree[-1] if self.tree else None
 
     def summary(self) -> str:
-        lines = [f"{self.method}: {len(self.partitions)} partitions, {len(self.tree)} tree nodes"]
+        lines = [f"{self.method}: {len(self.partitions)} partitions, {len(self.tree)} tree nodes" if self.tree
+                 else f"{self.method}:"]
         for p in self.partitions:
             lines.append(f"  partition {p.name!r:<28} n={p.size:<4} score {p.score_before:.2f} -> {p.score_after:.2f}")
         for node in self.tree:
