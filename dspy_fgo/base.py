@@ -146,6 +146,9 @@ class ReflectiveOptimizer(Teleprompter):
         report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
                         timings=s.timings, events=s.counters.to_dict(), **fields)
         logger.info("%s done:\n%s", self.method, report.summary())
+        from dspy_fgo.tracking import log_to_mlflow  # lazy: mlflow is optional
+
+        log_to_mlflow(self, report)  # only inside an active MLflow run; never fails the compile
         return report
 
     def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:

@@ -1,0 +1,144 @@
+"""Log a compile to MLflow: settings as params, scores, usage and timings as metrics, the report
+and its plots as artifacts under ``fgo/``.
+
+Every optimizer here calls :func:`log_to_mlflow` once, when its report is ready. It logs only into
+an MLflow run the caller has started (``with mlflow.start_run(): fgo.compile(...)``), does nothing
+when MLflow is not installed or no run is active, and never fails a compile: a logging error is a
+warning on the ``dspy_fgo.tracking`` logger.
+
+A second compile inside the same run (whose ``fgo.*`` params are already set, and MLflow params
+cannot change) is logged to a nested child run named after the method.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("dspy_fgo.tracking")
+
+PREFIX = "fgo."
+_SECRET = re.compile(r"api_?key|secret|password|credential|auth", re.I)
+_MAX_PARTITION_METRICS = 50
+_USAGE_FIELDS = ("calls", "billed_calls", "errors", "prompt_tokens", "completion_tokens", "peak_prompt_tokens")
+
+
+def log_to_mlflow(optimizer, report) -> str | None:
+    """Log ``report`` (and ``optimizer``'s settings) to the active MLflow run.
+
+    Returns the id of the run logged to, or ``None`` when nothing was logged (MLflow missing, no
+    active run, or a logging error, which is warned about and swallowed).
+    """
+    # A run can only be active if the caller imported mlflow: checking sys.modules keeps a compile
+    # without MLflow from paying for (or being changed by) importing it.
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or report is None:
+        return None
+    try:
+        run = mlflow.active_run()
+        if run is None:
+            return None
+        if PREFIX + "method" in mlflow.get_run(run.info.run_id).data.params:  # a second compile in this run
+            with mlflow.start_run(run_name=report.method, nested=True) as child:
+                _log(mlflow, optimizer, report)
+                return child.info.run_id
+        _log(mlflow, optimizer, report)
+        return run.info.run_id
+    except Exception as exc:  # noqa: BLE001 - tracking must never fail a compile
+        logger.warning("could not log the %s report to MLflow: %s: %s",
+                       getattr(report, "method", "FGO"), type(exc).__name__, exc)
+        return None
+
+
+def _log(mlflow, optimizer, report) -> None:
+    mlflow.log_params(params(optimizer, report))
+    mlflow.set_tags({PREFIX + "method": report.method, PREFIX + "returned": str(report.selection.get("returned"))})
+    mlflow.log_metrics(metrics(report))
+    mlflow.log_dict(report.to_dict(), "fgo/report.json")
+    mlflow.log_text(report.summary(), "fgo/summary.txt")
+    with tempfile.TemporaryDirectory(prefix="dspy-fgo-mlflow-") as tmp:
+        for path in _plots(report, Path(tmp)):
+            mlflow.log_artifact(str(path), artifact_path="fgo")
+
+
+def params(optimizer, report) -> dict[str, str | int | float | bool | None]:
+    """The settings as ``fgo.<name>`` params: simple values only, models by name, never secrets."""
+    settings = dict(report.settings) or _settings_of(optimizer)
+    out: dict[str, Any] = {PREFIX + "method": report.method}
+    for key, value in settings.items():
+        if _SECRET.search(key):
+            continue
+        if value is None or isinstance(value, (str, int, float, bool)):
+            out[PREFIX + key] = value if not isinstance(value, str) else value[:500]
+    return out
+
+
+def _settings_of(optimizer) -> dict[str, Any]:
+    from dspy_fgo.base import plain
+
+    return {k: plain(v) for k, v in vars(optimizer).items()
+            if not k.startswith("_") and k not in ("report_", "partitioner")}
+
+
+def metrics(report) -> dict[str, float]:
+    """Scores, usage per role, timings and events as ``fgo.*`` metrics."""
+    out: dict[str, float] = {}
+    root = report.root
+    if root is not None and root.get("score") is not None:
+        out["fgo.score.root"] = root["score"]
+    selection = report.selection or {}
+    scores = selection.get("scores") or {}
+    for label, score in scores.items():
+        out[f"fgo.selection.{_name(label)}"] = score
+    if "unoptimized" in scores:
+        out["fgo.score.baseline"] = scores["unoptimized"]
+    if selection.get("returned") in scores:
+        out["fgo.score.selected"] = scores[selection["returned"]]
+    if report.partitions:
+        parts = report.partitions
+        out["fgo.partitions.count"] = len(parts)
+        out["fgo.partitions.mean_score_before"] = sum(p.score_before for p in parts) / len(parts)
+        out["fgo.partitions.mean_score_after"] = sum(p.score_after for p in parts) / len(parts)
+        for i, p in enumerate(parts[:_MAX_PARTITION_METRICS]):
+            name = _name(p.name) or str(i)
+            out[f"fgo.partition.{name}.score_before"] = p.score_before
+            out[f"fgo.partition.{name}.score_after"] = p.score_after
+    if report.tree:
+        out["fgo.tree.nodes"] = len(report.tree)
+        out["fgo.tree.merge_calls"] = sum(n.get("merge_calls") or 0 for n in report.tree)
+    if report.steps:
+        out["fgo.steps"] = len(report.steps)
+    for role, usage in (report.usage or {}).items():
+        for field in _USAGE_FIELDS:
+            if isinstance(usage.get(field), (int, float)):
+                out[f"fgo.usage.{_name(role)}.{field}"] = usage[field]
+    for stage, seconds in (report.timings or {}).items():
+        out[f"fgo.time.{_name(stage)}"] = seconds
+    for event, count in (report.events or {}).items():
+        out[f"fgo.events.{_name(event)}"] = count
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _plots(report, folder: Path) -> list[Path]:
+    """The merge tree and the per-partition scores as PNGs, when matplotlib is installed."""
+    try:
+        from dspy_fgo.plots import plot_partitions, plot_tree
+
+        made = []
+        if report.tree:
+            made.append(plot_tree(report, folder / "merge_tree.png"))
+        if report.partitions:
+            made.append(plot_partitions(report, folder / "partitions.png"))
+        return made
+    except ImportError:
+        logger.info("matplotlib is not installed: no plots logged to MLflow")
+        return []
+
+
+def _name(text) -> str:
+    """A metric-name-safe version of a label ("node 3" -> "node_3")."""
+    return re.sub(r"[^\w.\-/]+", "_", str(text)).strip("_")
