@@ -17,6 +17,7 @@ from dspy_fgo.candidate import Candidate
 from dspy_fgo.reflect import Budget, budget_for
 from dspy_fgo.report import Report
 from dspy_fgo.runtime import Runtime
+from dspy_fgo.tools import agents
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -72,6 +73,7 @@ class ReflectiveOptimizer(Teleprompter):
         critique: str = "each",
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
+        optimize_tools: bool = False,
     ):
         super().__init__()
         if not callable(metric):
@@ -101,6 +103,7 @@ class ReflectiveOptimizer(Teleprompter):
         self.critique = critique
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
+        self.optimize_tools = bool(optimize_tools)
         self.report_: Report | None = None
 
     # -- a compile's life -------------------------------------------------------------------
@@ -166,6 +169,9 @@ class ReflectiveOptimizer(Teleprompter):
                     raise TypeError(f"{name}[{i}] is a {type(example).__name__}, not a dspy.Example")
                 if not example._input_keys:
                     raise ValueError(f"{name}[{i}] has no input fields: build it with dspy.Example(...).with_inputs(...)")
+        if self.optimize_tools and not agents(student):
+            raise ValueError("optimize_tools=True, but student has no agent with tools (a dspy.ReAct): nothing to "
+                             "optimize there; leave optimize_tools off")
         task_lm = self.task_model or dspy.settings.lm
         if task_lm is None:
             raise ValueError("no LM configured: pass task_model=dspy.LM(...) or call dspy.configure(lm=...)")

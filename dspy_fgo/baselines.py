@@ -31,7 +31,7 @@ class _SequentialReflection(ReflectiveOptimizer):
 
     def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None) -> dspy.Module:
         s = self._session(student, trainset, valset)
-        start = read_candidate(student)
+        start = read_candidate(student, tools=self.optimize_tools)
         current, steps = dict(start), []
         with s.stage("optimize"):
             for step, batch in enumerate(self.batches(len(s.trainset), random.Random(self.seed))):

@@ -1,7 +1,8 @@
 """A candidate is the text an optimizer may change in a program.
 
 It is a plain ``dict[str, str]`` from each predictor's name (as ``program.named_predictors()``
-spells it) to its instruction, the same shape GEPA uses. Every FGO stage speaks candidates, so the
+spells it) to its instruction, the same shape GEPA uses; with ``tools=True`` it also holds the
+descriptions of an agent's tools (see ``dspy_fgo.tools``). Every FGO stage speaks candidates, so the
 stages stay independent of DSPy's module tree.
 """
 
@@ -11,6 +12,8 @@ import hashlib
 import json
 
 import dspy
+
+from dspy_fgo.tools import agents, apply_tools, describe_tool, is_tool_key, read_tools, strip_tool_lines
 
 Candidate = dict[str, str]
 
@@ -24,14 +27,22 @@ def is_text_key(key: str) -> bool:
     return not key.endswith(DEMOS)
 
 
-def read_candidate(program: dspy.Module) -> Candidate:
-    """The instructions of every predictor in ``program``, and its demos where it has any."""
+def read_candidate(program: dspy.Module, tools: bool = False) -> Candidate:
+    """The instructions of every predictor in ``program``, and its demos where it has any.
+
+    With ``tools``, also every tool's description, and agents' instructions without their tool lines.
+    """
     candidate = {}
+    react = {agent.react: agent for _, agent in agents(program)} if tools else {}
     for name, predictor in program.named_predictors():
         candidate[name] = predictor.signature.instructions
+        if predictor in react:
+            candidate[name] = strip_tool_lines(candidate[name], react[predictor])
         if predictor.demos:
             demos = [dict(d.toDict() if hasattr(d, "toDict") else d) for d in predictor.demos]
             candidate[name + DEMOS] = json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
+    if tools:
+        candidate.update(read_tools(program))
     return candidate
 
 
@@ -43,6 +54,7 @@ def apply_candidate(program: dspy.Module, candidate: Candidate) -> dspy.Module:
             predictor.signature = predictor.signature.with_instructions(candidate[name])
         if name + DEMOS in candidate:
             predictor.demos = [dspy.Example(**d) for d in json.loads(candidate[name + DEMOS])]
+    apply_tools(copy, candidate)
     return copy
 
 
@@ -60,7 +72,9 @@ def candidate_text(candidate: Candidate) -> str:
 
 
 def describe_predictor(program: dspy.Module, name: str) -> str:
-    """A predictor's name and its input/output fields, so the optimizer LM knows what the step does."""
+    """A predictor's name and its input/output fields (or what a tool text is), for the optimizer LM."""
+    if is_tool_key(name):
+        return describe_tool(name)
     predictor = dict(program.named_predictors())[name]
     signature = predictor.signature
     inputs = ", ".join(signature.input_fields)

@@ -55,6 +55,9 @@ class FGO(ReflectiveOptimizer):
             and returns the best program found so far (the report says so).
         executor: a ``concurrent.futures.Executor`` (process pool, ``dask.distributed.Client``) to run
             partitions on; the program, metric and LMs travel by cloudpickle.
+        optimize_tools: also critique, rewrite and merge the descriptions of a ``dspy.ReAct`` agent's
+            tools and their arguments (off by default, as in GEPA: tool docs are often the user's
+            API documentation); the student's tools are never modified, and no code is generated.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
     """
@@ -110,7 +113,7 @@ class FGO(ReflectiveOptimizer):
     def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None) -> dspy.Module:
         """Return an optimized deep copy of ``student``; what happened is in ``self.report_``."""
         s = self._session(student, trainset, valset)
-        start = read_candidate(student)
+        start = read_candidate(student, tools=self.optimize_tools)
         checkpoint = self._checkpoint(s, start)
         embed = Embedding(self.embedder, s.meters["embedder"], s.counters, seed=self.seed)
 
@@ -195,8 +198,10 @@ class FGO(ReflectiveOptimizer):
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:
             return None
+        # Settings that cannot change a finished unit stay out; optimize_tools shows in ``start``.
         settings = {k: v for k, v in self._settings(s).items()
-                    if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens")}
+                    if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens",
+                                 "optimize_tools")}
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

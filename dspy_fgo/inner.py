@@ -16,6 +16,7 @@ import dspy
 from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
 from dspy_fgo.reflect import ReflectResult
 from dspy_fgo.runtime import Runtime
+from dspy_fgo.tools import is_tool_key
 
 
 def optimize_with_inner(
@@ -31,7 +32,7 @@ def optimize_with_inner(
         kwargs["valset"] = examples
     with rt.meters.metered("inner", rt.task_lm):
         compiled = teleprompter.compile(apply_candidate(student, start), **kwargs)
-    candidate = read_candidate(compiled)
+    candidate = read_candidate(compiled, tools=any(map(is_tool_key, start)))
     before, after = rt.score(start, items), rt.score(candidate, items)
     best, score = (candidate, after) if after >= before else (dict(start), before)
     return ReflectResult(candidate=best, score=score, baseline_score=before), type(teleprompter).__name__

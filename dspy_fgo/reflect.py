@@ -75,7 +75,7 @@ def clip(text: str, limit: int) -> str:
     return f"{text[:half]} [... {len(text) - 2 * half} chars cut ...] {text[-half:]}"
 
 
-def format_run(trajectory: Trajectory, limit: int) -> str:
+def format_run(trajectory: Trajectory, limit: int, counters: Counters | None = None) -> str:
     """A run as the optimizer reads it: inputs, each step's outputs, the gold labels, the score."""
     example = trajectory.example
     inputs = example.inputs().toDict()
@@ -87,7 +87,7 @@ def format_run(trajectory: Trajectory, limit: int) -> str:
         # A ReAct-style agent: show its own step log (thoughts, tool calls, observations) once,
         # rather than every call of its loop predictor, whose inputs repeat the log so far.
         lines.append("Agent steps:")
-        lines += [f"  {key}: {value}" for key, value in agent.items()]
+        lines += agent_log(agent, int(limit * 0.7), counters)
         steps = [step for step in steps if "trajectory" not in step.inputs]
     for step in steps:
         lines.append(f"Step `{step.predictor}` output: {_fields(step.outputs)}")
@@ -98,6 +98,54 @@ def format_run(trajectory: Trajectory, limit: int) -> str:
     if trajectory.feedback:
         lines.append(f"Metric feedback: {trajectory.feedback}")
     return clip("\n".join(lines), limit)
+
+
+_AGENT_KEY = re.compile(r"^(thought|tool_name|tool_args|observation)_(\d+)$")
+
+
+def agent_log(agent: dict, limit: int, counters: Counters | None = None) -> list[str]:
+    """An agent's steps, one line each, within ``limit`` characters.
+
+    When the whole log does not fit, the steps that matter stay: the first (the plan), the last
+    two (where the answer was decided), and every step whose tool failed, with its neighbours;
+    each run of the others becomes one line naming the tools it called. Observations are clipped
+    to share the room. ``counters`` gets how many runs were shortened and how many steps were cut.
+    """
+    steps: dict[int, dict] = {}
+    for key, value in agent.items():
+        match = _AGENT_KEY.match(key)
+        if match:
+            steps.setdefault(int(match[2]), {})[match[1]] = value
+
+    def line(i: int, room: int) -> str:
+        step = steps[i]
+        call = f"{step.get('tool_name', '?')}({_fields(step.get('tool_args') or {})})"
+        return clip(f"  step {i}: thought: {step.get('thought', '')} | call: {call} | "
+                    f"observation: {step.get('observation', '')}", room)
+
+    order = sorted(steps)
+    full = [line(i, 10 ** 9) for i in order]
+    if sum(len(x) + 1 for x in full) <= limit:
+        return full
+    failed = {i for i in order if "error" in str(steps[i].get("observation", ""))[:80].lower()}
+    keep = {order[0], *order[-2:]} | {j for i in failed for j in (i - 1, i, i + 1)}
+    kept = [i for i in order if i in keep]
+    room = max(120, limit // max(1, len(kept)) - 60)
+    lines, skipped = [], []
+    for i in order + [None]:
+        if i is not None and i not in keep:
+            skipped.append(i)
+            continue
+        if skipped:
+            tools = ", ".join(str(steps[j].get("tool_name", "?")) for j in skipped)
+            lines.append(f"  [steps {skipped[0]}-{skipped[-1]} cut to fit: they called {tools}]")
+            skipped = []
+        if i is not None:
+            lines.append(line(i, room))
+    if counters is not None:
+        counters.add("agent_runs_shortened")
+        counters.add("agent_steps_cut", len(order) - len(kept))
+    return lines
 
 
 def _fields(values: dict[str, Any]) -> str:
@@ -127,7 +175,7 @@ def critique(
 
     def one(trajectory: Trajectory):
         answer = rt.ask(CritiqueRun, max_tokens=CRITIQUE_MAX_TOKENS, program_instructions=shown,
-                        run=format_run(trajectory, run_limit))
+                        run=format_run(trajectory, run_limit, counters))
         return trajectory.key, (answer.critique.strip() if answer is not None else "")
 
     critiques = dict(rt.map(one, trajectories))
@@ -155,7 +203,7 @@ def runs_digest(
     ordered = sorted(trajectories, key=lambda t: (t.score >= 1.0, t.key not in critiques))
     blocks, used = [], 0
     for i, trajectory in enumerate(ordered):
-        block = format_run(trajectory, budget.max_run_chars)
+        block = format_run(trajectory, budget.max_run_chars, counters)
         if trajectory.key in critiques:
             block += "\nCritique: " + clip(critiques[trajectory.key], budget.max_run_chars // 2)
         block = f"### Run {i + 1}\n{block}\n"

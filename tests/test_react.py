@@ -40,4 +40,4 @@ def test_fgo_optimizes_a_react_agent():
     assert fgo.report_.root["score"] == 1.0
     # The critique saw the agent's real steps: its tool call and the finish.
     critiques = [p for p in optimizer_lm.prompts if "[[ ## run ## ]]" in p]
-    assert critiques and all("tool_name_0: lookup" in p and "observation_0: value of x" in p for p in critiques)
+    assert critiques and all("call: lookup(key: x) | observation: value of x" in p for p in critiques)
