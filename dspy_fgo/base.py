@@ -15,6 +15,7 @@ from dspy.teleprompt.teleprompt import Teleprompter
 from dspy_fgo.accounting import Counters, Meters
 from dspy_fgo.candidate import Candidate
 from dspy_fgo.reflect import Budget, budget_for
+from dspy_fgo.progress import Progress, wanted
 from dspy_fgo.report import Report
 from dspy_fgo.runtime import Runtime
 from dspy_fgo.tools import agents
@@ -33,6 +34,7 @@ class Session:
     budget: Budget
     meters: Meters
     counters: Counters
+    progress: Progress
     timings: dict[str, float] = field(default_factory=dict)
 
     def items(self, indices=None) -> list[tuple[int, dspy.Example]]:
@@ -74,6 +76,7 @@ class ReflectiveOptimizer(Teleprompter):
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
         optimize_tools: bool = False,
+        progress: bool | None = None,
     ):
         super().__init__()
         if not callable(metric):
@@ -104,6 +107,7 @@ class ReflectiveOptimizer(Teleprompter):
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
         self.optimize_tools = bool(optimize_tools)
+        self.progress = progress
         self.report_: Report | None = None
 
     # -- a compile's life -------------------------------------------------------------------
@@ -115,8 +119,10 @@ class ReflectiveOptimizer(Teleprompter):
         rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
                      num_threads=self.num_threads, max_errors=self.max_errors,
                      max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens)
+        rt.progress = Progress(wanted(self.progress), meters)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
-                       budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
+                       budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters(),
+                       progress=rt.progress)
 
     def _select(self, s: Session, entries: list[tuple[str, Candidate]]) -> tuple[Candidate, dict]:
         """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset.
@@ -129,8 +135,12 @@ class ReflectiveOptimizer(Teleprompter):
                                    "reason": f"budget exhausted: {label} returned without a final comparison"}
         on = "valset" if s.valset else "trainset"
         items = s.val_items() if s.valset else s.items()
+        s.progress.stage(f"{self.method}: final check on the {on}", total=len(entries), unit="candidate")
         with s.stage("select"):
-            scores = {label: s.rt.score(candidate, items) for label, candidate in entries}
+            scores = {}
+            for label, candidate in entries:
+                scores[label] = s.rt.score(candidate, items)
+                s.progress.advance(**{label: f"{scores[label]:.2f}"})
         best = max(scores, key=scores.get)  # the first max wins
         first = entries[0][0]
         if best == first:
@@ -140,6 +150,7 @@ class ReflectiveOptimizer(Teleprompter):
         return dict(entries)[best], {"returned": best, "on": on, "scores": scores, "reason": reason}
 
     def _report(self, s: Session, **fields) -> Report:
+        s.progress.close()
         s.counters.add("program_errors", s.rt.program_errors)
         s.counters.add("metric_errors", s.rt.metric_errors)
         if s.rt.exhausted():

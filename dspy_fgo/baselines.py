@@ -33,11 +33,14 @@ class _SequentialReflection(ReflectiveOptimizer):
         s = self._session(student, trainset, valset)
         start = read_candidate(student, tools=self.optimize_tools)
         current, steps = dict(start), []
+        batches = self.batches(len(s.trainset), random.Random(self.seed))
+        s.progress.stage(f"{self.method}: updating", total=len(batches), unit="batch")
         with s.stage("optimize"):
-            for step, batch in enumerate(self.batches(len(s.trainset), random.Random(self.seed))):
+            for step, batch in enumerate(batches):
                 if s.rt.exhausted():
                     break
                 current = self._update(s, student, current, s.items(batch), steps, step)
+                s.progress.advance(score=f"{steps[-1]['score']:.2f}")
         chosen, selection = self._select(s, [("final", current), ("unoptimized", start)])
         self.report_ = self._report(s, selection=selection, steps=steps, notes=self._notes(s))
         return apply_candidate(student, chosen)

@@ -55,6 +55,7 @@ class FGO(ReflectiveOptimizer):
             and returns the best program found so far (the report says so).
         executor: a ``concurrent.futures.Executor`` (process pool, ``dask.distributed.Client``) to run
             partitions on; the program, metric and LMs travel by cloudpickle.
+        progress: progress bars (``None``: in a terminal or notebook, not in CI; see ``dspy_fgo.progress``).
         optimize_tools: also critique, rewrite and merge the descriptions of a ``dspy.ReAct`` agent's
             tools and their arguments (off by default, as in GEPA: tool docs are often the user's
             API documentation); the student's tools are never modified, and no code is generated.
@@ -122,6 +123,7 @@ class FGO(ReflectiveOptimizer):
             partitions, notes = pool_small(groups, self.min_partition_size)
         logger.info("FGO: %d examples in %d partitions", len(trainset), len(partitions))
 
+        s.progress.stage("FGO: optimizing partitions", total=len(partitions), unit="partition")
         with s.stage("optimize"):
             results = s.rt.map(lambda ip: self._optimize_partition(s, start, checkpoint, *ip),
                                list(enumerate(partitions)))
@@ -135,6 +137,9 @@ class FGO(ReflectiveOptimizer):
         merger = ProgressiveMerge(s.rt, student, s.items, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   checkpoint=checkpoint)
+        s.progress.stage("FGO: merging", unit="merge")
+        merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
+                                                         score=f"{node.score:.2f}")
         with s.stage("merge"):
             leaves = [merger.leaf(r.candidate, p.indices, r.score, p.name) for p, r in zip(partitions, results)]
             root = merger.run(leaves)
@@ -165,6 +170,7 @@ class FGO(ReflectiveOptimizer):
         key = f"{index:04d}"
         saved = checkpoint.load("partition", key) if checkpoint else None
         if saved is not None:
+            s.progress.advance(partition=f"{partition.name} (checkpoint)")
             return result_from_dict(saved["result"]), saved["optimizer"]
         items = s.items(partition.indices)
         if self.executor is not None:
@@ -178,6 +184,7 @@ class FGO(ReflectiveOptimizer):
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
+        s.progress.advance(partition=partition.name, score=f"{result.baseline_score:.2f}->{result.score:.2f}")
         if checkpoint and not s.rt.exhausted():  # a partition cut short by the budget is not finished
             checkpoint.save("partition", key, {"name": partition.name, "optimizer": by,
                                                "result": result_to_dict(result)})
@@ -201,7 +208,7 @@ class FGO(ReflectiveOptimizer):
         # Settings that cannot change a finished unit stay out; optimize_tools shows in ``start``.
         settings = {k: v for k, v in self._settings(s).items()
                     if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens",
-                                 "optimize_tools")}
+                                 "max_cost", "optimize_tools", "progress")}
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

@@ -96,6 +96,7 @@ class ProgressiveMerge:
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
         self.counters, self.seed = counters, seed
         self.tree = MergeTree()
+        self.on_node: Callable[[MergeNode], None] = lambda node: None  # progress display
 
     def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str) -> MergeNode:
         return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition)
@@ -127,8 +128,10 @@ class ProgressiveMerge:
                 self.checkpoint.save("merge", key, made)
         logger.info("merged %d candidates on %d examples: score %.2f (%s)", len(nodes), len(examples),
                     made["score"], made["made_by"])
-        return self.tree.add(examples=examples, children=[n.id for n in nodes],
+        node = self.tree.add(examples=examples, children=[n.id for n in nodes],
                              level=1 + max(n.level for n in nodes), **made)
+        self.on_node(node)
+        return node
 
     def _make(self, nodes: list[MergeNode], examples: list[int]) -> dict:
         """An LLM merge per predictor on which the children differ, then validation on the union."""

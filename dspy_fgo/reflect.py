@@ -289,6 +289,7 @@ def optimize_module(
         trajectories = rt.evaluate(current, items)
         record = EpochRecord(epoch=epoch, score=mean_score(trajectories), candidate=current)
         history.append(record)
+        rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{record.score:.2f}")
         if epoch == epochs or record.score >= 1.0 or rt.exhausted():
             break
         current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes,

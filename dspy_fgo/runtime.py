@@ -18,6 +18,7 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
 from dspy_fgo.accounting import Meters
+from dspy_fgo.progress import Progress
 from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key
 
 logger = logging.getLogger("dspy_fgo")
@@ -76,6 +77,7 @@ class Runtime:
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
         self.slots = threading.BoundedSemaphore(num_threads)
+        self.progress = Progress(False, meters)  # the optimizer installs its own
         self._cache: dict[tuple[str, Any], Trajectory] = {}
         self._lock = threading.Lock()
         self.program_errors = 0
