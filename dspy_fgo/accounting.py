@@ -8,6 +8,7 @@ count as calls but carry no billed tokens, as in DSPy.
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,9 +26,36 @@ class RoleUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     peak_prompt_tokens: int = 0  # the largest single prompt: FGO's claim is that it stays bounded
+    cost_usd: float = 0.0  # by LiteLLM's price table; 0 for models it has no price for (local ones)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def price(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD for one call by LiteLLM's price table, or None when it has no price for ``model``."""
+    name = priced_name(model)
+    if name is None:
+        return None
+    import litellm
+
+    prompt_cost, completion_cost = litellm.cost_per_token(model=name, prompt_tokens=prompt_tokens,
+                                                          completion_tokens=completion_tokens)
+    return prompt_cost + completion_cost
+
+
+@functools.lru_cache(maxsize=256)
+def priced_name(model: str) -> str | None:
+    """``model`` as LiteLLM prices it (without a role suffix such as ``@optimizer``), or None."""
+    import litellm
+
+    for name in dict.fromkeys((model, model.rsplit("@", 1)[0])):
+        try:
+            litellm.cost_per_token(model=name, prompt_tokens=1, completion_tokens=1)
+            return name
+        except Exception:
+            continue
+    return None
 
 
 class RoleMeter(UsageTracker, BaseCallback):
@@ -55,9 +83,11 @@ class RoleMeter(UsageTracker, BaseCallback):
     def add_usage(self, lm: str, usage_entry: dict) -> None:
         prompt = int(usage_entry.get("prompt_tokens") or 0)
         completion = int(usage_entry.get("completion_tokens") or 0)
+        cost = price(lm, prompt, completion) or 0.0
         with self._lock:
             for tally in self._tallies(lm):
                 tally.billed_calls += 1
+                tally.cost_usd += cost
                 tally.prompt_tokens += prompt
                 tally.completion_tokens += completion
                 tally.peak_prompt_tokens = max(tally.peak_prompt_tokens, prompt)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
-from dspy_fgo.accounting import Counters, Meters
+from dspy_fgo.accounting import Counters, Meters, priced_name
 from dspy_fgo.candidate import Candidate
 from dspy_fgo.reflect import Budget, budget_for
 from dspy_fgo.progress import Progress, wanted
@@ -75,6 +75,7 @@ class ReflectiveOptimizer(Teleprompter):
         critique: str = "each",
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
+        max_cost: float | None = None,
         optimize_tools: bool = False,
         progress: bool | None = None,
     ):
@@ -91,6 +92,9 @@ class ReflectiveOptimizer(Teleprompter):
         if critique not in ("each", "batch"):
             raise ValueError(f"critique must be 'each' (one call per run, the paper's) or 'batch'; got {critique!r}")
         check_int("max_tokens", max_tokens, 1, optional=True)
+        if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float))
+                                     or max_cost <= 0):
+            raise ValueError(f"max_cost must be a positive number of US dollars; got {max_cost!r}")
         for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
             if lm is not None and not isinstance(lm, dspy.BaseLM):
                 raise TypeError(f"{name} must be a dspy.LM (or dspy.BaseLM); got {type(lm).__name__}")
@@ -106,6 +110,7 @@ class ReflectiveOptimizer(Teleprompter):
         self.critique = critique
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
+        self.max_cost = max_cost
         self.optimize_tools = bool(optimize_tools)
         self.progress = progress
         self.report_: Report | None = None
@@ -115,10 +120,15 @@ class ReflectiveOptimizer(Teleprompter):
         """Check every input (before any LM call) and set up the run."""
         task_lm = self._check_inputs(student, trainset, valset)
         prompt_lm = self.prompt_model or task_lm
+        if self.max_cost is not None:
+            unpriced = sorted({lm.model for lm in (task_lm, prompt_lm) if priced_name(lm.model) is None})
+            if unpriced:
+                raise ValueError(f"max_cost needs prices, but LiteLLM has none for {unpriced}: register them with "
+                                 "litellm.register_model(...), or budget with max_tokens / max_lm_calls instead")
         meters = Meters()
         rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
                      num_threads=self.num_threads, max_errors=self.max_errors,
-                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens)
+                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens, max_cost=self.max_cost)
         rt.progress = Progress(wanted(self.progress), meters)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
                        budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters(),
@@ -155,7 +165,8 @@ class ReflectiveOptimizer(Teleprompter):
         s.counters.add("metric_errors", s.rt.metric_errors)
         if s.rt.exhausted():
             fields.setdefault("notes", []).append(
-                f"budget reached (max_lm_calls={self.max_lm_calls}, max_tokens={self.max_tokens}): the run stopped "
+                f"budget reached (max_lm_calls={self.max_lm_calls}, max_tokens={self.max_tokens}, "
+                f"max_cost={self.max_cost}): the run stopped "
                 "starting new work and returned the best program found so far")
         report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
                         timings=s.timings, events=s.counters.to_dict(), **fields)

@@ -51,8 +51,9 @@ class FGO(ReflectiveOptimizer):
             call per partition and epoch over all its runs: fewer calls and tokens).
         checkpoint_dir: write each finished partition and merge node there (atomic JSON); rerunning
             the same compile resumes without redoing them. Other data or settings are refused.
-        max_lm_calls, max_tokens: a soft budget over all roles; when reached, FGO starts no new work
-            and returns the best program found so far (the report says so).
+        max_lm_calls, max_tokens, max_cost: a soft budget over all roles (``max_cost`` in US dollars,
+            by LiteLLM's prices; refused up front for a model LiteLLM cannot price); when reached,
+            FGO starts no new work and returns the best program found so far (the report says so).
         executor: a ``concurrent.futures.Executor`` (process pool, ``dask.distributed.Client``) to run
             partitions on; the program, metric and LMs travel by cloudpickle.
         progress: progress bars (``None``: in a terminal or notebook, not in CI; see ``dspy_fgo.progress``).

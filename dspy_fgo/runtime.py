@@ -66,6 +66,7 @@ class Runtime:
         max_errors: int | None,
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
+        max_cost: float | None = None,
     ):
         self.student = student
         self.metric = metric
@@ -76,6 +77,7 @@ class Runtime:
         self.max_errors = max_errors
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
+        self.max_cost = max_cost
         self.slots = threading.BoundedSemaphore(num_threads)
         self.progress = Progress(False, meters)  # the optimizer installs its own
         self._cache: dict[tuple[str, Any], Trajectory] = {}
@@ -85,16 +87,17 @@ class Runtime:
 
     # -- budgets ---------------------------------------------------------------------------
     def exhausted(self) -> bool:
-        """True once the LM-call or token budget is spent. The budget is soft: callers stop
+        """True once the LM-call, token or cost budget is spent. The budget is soft: callers stop
         starting new work, and what is in flight finishes, so nothing half-done is kept."""
-        if self.max_lm_calls is None and self.max_tokens is None:
+        if self.max_lm_calls is None and self.max_tokens is None and self.max_cost is None:
             return False
         usage = [meter.usage for meter in self.meters.by_role.values()]
         calls = sum(u.calls for u in usage)
         tokens = sum(u.prompt_tokens + u.completion_tokens for u in usage)
-        return (self.max_lm_calls is not None and calls >= self.max_lm_calls) or (
-            self.max_tokens is not None and tokens >= self.max_tokens
-        )
+        cost = sum(u.cost_usd for u in usage)
+        return ((self.max_lm_calls is not None and calls >= self.max_lm_calls)
+                or (self.max_tokens is not None and tokens >= self.max_tokens)
+                or (self.max_cost is not None and cost >= self.max_cost))
 
     # -- threads ---------------------------------------------------------------------------
     def map(self, fn: Callable, items: Sequence) -> list:

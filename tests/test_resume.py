@@ -89,3 +89,29 @@ def test_budget_stops_cleanly_with_the_best_so_far(limit):
     full_calls = sum(u["calls"] for u in compile_fgo(trainset=trainset)[0].report_.usage.values())
     assert calls < full_calls
     assert isinstance(program, dspy.Predict) and read_candidate(program)["self"]
+
+
+def test_cost_budget_uses_litellm_prices():
+    """Fake LMs named as a priced model: usage gets a cost, and max_cost stops the run."""
+    trainset = make_examples(CATS)
+
+    def priced(max_cost=None):
+        prompt = FakeLM(optimizer_respond, model="openai/gpt-4o-mini")
+        fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="openai/gpt-4o-mini"), prompt_model=prompt,
+                  partition_by="category", epochs=2, num_threads=1, max_cost=max_cost)
+        return fgo, fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
+
+    full, _ = priced()
+    full_cost = sum(u["cost_usd"] for u in full.report_.usage.values())
+    assert full_cost > 0 and not any("budget reached" in note for note in full.report_.notes)
+    capped, program = priced(max_cost=full_cost / 4)
+    cost = sum(u["cost_usd"] for u in capped.report_.usage.values())
+    assert cost < full_cost and any("budget reached" in note for note in capped.report_.notes)
+    assert read_candidate(program)["self"]
+
+
+def test_cost_budget_refuses_unpriced_models():
+    with pytest.raises(ValueError, match="LiteLLM has none for \\['fake/task'\\]"):
+        compile_fgo(max_cost=1.0, prompt=FakeLM(optimizer_respond, model="openai/gpt-4o-mini"))
+    with pytest.raises(ValueError, match="max_cost must be a positive number"):
+        compile_fgo(max_cost=0)
