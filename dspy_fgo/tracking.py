@@ -1,10 +1,11 @@
 """Log a compile to MLflow: settings as params, scores, usage and timings as metrics, the report
 and its plots as artifacts under ``fgo/``.
 
-Every optimizer here calls :func:`log_to_mlflow` once, when its report is ready. It logs only into
-an MLflow run the caller has started (``with mlflow.start_run(): fgo.compile(...)``), does nothing
-when MLflow is not installed or no run is active, and never fails a compile: a logging error is a
-warning on the ``dspy_fgo.tracking`` logger.
+Every optimizer here calls :func:`log_to_mlflow` once, when its report is ready. It logs into the
+MLflow run the caller has started (``with mlflow.start_run(): fgo.compile(...)``), or, under
+``mlflow.dspy.autolog(log_compiles=True)`` with no run active, into a run of its own, as autolog
+does for DSPy's optimizers. Otherwise (MLflow not installed, no run, no autolog) it does nothing.
+It never fails a compile: a logging error is a warning on the ``dspy_fgo.tracking`` logger.
 
 A second compile inside the same run (whose ``fgo.*`` params are already set, and MLflow params
 cannot change) is logged to a nested child run named after the method.
@@ -24,14 +25,16 @@ logger = logging.getLogger("dspy_fgo.tracking")
 PREFIX = "fgo."
 _SECRET = re.compile(r"api_?key|secret|password|credential|auth", re.I)
 _MAX_PARTITION_METRICS = 50
-_USAGE_FIELDS = ("calls", "billed_calls", "errors", "prompt_tokens", "completion_tokens", "peak_prompt_tokens")
+_USAGE_FIELDS = ("calls", "billed_calls", "errors", "prompt_tokens", "completion_tokens", "peak_prompt_tokens",
+                 "cost_usd")
 
 
 def log_to_mlflow(optimizer, report) -> str | None:
     """Log ``report`` (and ``optimizer``'s settings) to the active MLflow run.
 
-    Returns the id of the run logged to, or ``None`` when nothing was logged (MLflow missing, no
-    active run, or a logging error, which is warned about and swallowed).
+    With no active run it logs only under ``mlflow.dspy.autolog(log_compiles=True)``, into a run
+    of its own. Returns the id of the run logged to, or ``None`` when nothing was logged (MLflow
+    not imported, no run and no autolog, or a logging error, which is warned about and swallowed).
     """
     # A run can only be active if the caller imported mlflow: checking sys.modules keeps a compile
     # without MLflow from paying for (or being changed by) importing it.
@@ -41,7 +44,11 @@ def log_to_mlflow(optimizer, report) -> str | None:
     try:
         run = mlflow.active_run()
         if run is None:
-            return None
+            if not _autolog_compiles():
+                return None
+            with mlflow.start_run(run_name=report.method) as own:  # what autolog would have opened
+                _log(mlflow, optimizer, report)
+                return own.info.run_id
         if PREFIX + "method" in mlflow.get_run(run.info.run_id).data.params:  # a second compile in this run
             with mlflow.start_run(run_name=report.method, nested=True) as child:
                 _log(mlflow, optimizer, report)
@@ -52,6 +59,21 @@ def log_to_mlflow(optimizer, report) -> str | None:
         logger.warning("could not log the %s report to MLflow: %s: %s",
                        getattr(report, "method", "FGO"), type(exc).__name__, exc)
         return None
+
+
+def _autolog_compiles() -> bool:
+    """True under ``mlflow.dspy.autolog(log_compiles=True)``.
+
+    MLflow's DSPy autolog opens a run around ``compile`` only for direct subclasses of
+    ``dspy.Teleprompter`` (it patches ``Teleprompter.__subclasses__()``), and FGO and the baselines
+    are grandchildren, so their compiles run outside any run. Opening one here records them as
+    autolog records MIPROv2's: one run per compile.
+    """
+    try:
+        from mlflow.utils.autologging_utils import autologging_is_disabled, get_autologging_config
+    except ImportError:
+        return False
+    return not autologging_is_disabled("dspy") and bool(get_autologging_config("dspy", "log_compiles", False))
 
 
 def _log(mlflow, optimizer, report) -> None:
