@@ -3,6 +3,7 @@
     python -m benchmarks.scaling                 # 60, 600, 6,000 examples
     python -m benchmarks.scaling --quick         # 60, 600 (CI)
     python -m benchmarks.scaling --sizes 60000   # the largest size takes long on 2 cores
+    python -m benchmarks.scaling --methods MIPROv2   # DSPy's MIPROv2 (light) on the same data
 
 The fake LM answers instantly, so this measures the optimizer, not a model: the peak and total
 optimizer prompt tokens (estimated as characters / 4), the runs dropped to fit the optimizer's
@@ -50,6 +51,8 @@ def run_cell(method: str, n: int) -> dict:
     def metric(example, prediction, trace=None):
         return example.answer == prediction.answer
 
+    if method == "MIPROv2":
+        return run_mipro(n, trainset, task, prompt, metric)
     optimizer = {
         "FGO": lambda: FGO(metric=metric, partition_by="random", n_partitions=max(1, n // PARTITION_SIZE), **common),
         "AllAtOnce": lambda: AllAtOnce(metric=metric, **common),
@@ -60,11 +63,35 @@ def run_cell(method: str, n: int) -> dict:
     wall = time.perf_counter() - start
     report = optimizer.report_
     opt = report.usage["optimizer"]
+    return row(method, n, wall, opt, report.usage["task"]["calls"], report.events.get("runs_dropped_from_prompts", 0))
+
+
+def run_mipro(n, trainset, task, prompt, metric) -> dict:
+    """DSPy's MIPROv2 (auto="light", up to 2 demos) on the same data, metered per model."""
+    import dspy
+
+    from dspy_fgo.accounting import Meters
+
+    meters = Meters()
+    optimizer = dspy.MIPROv2(metric=metric, prompt_model=prompt, task_model=task, auto="light",
+                             max_bootstrapped_demos=2, max_labeled_demos=2, num_threads=2, seed=0, verbose=False)
+    start = time.perf_counter()
+    with meters.metered("inner", task):
+        optimizer.compile(dspy.Predict("question -> answer"), trainset=trainset, requires_permission_to_run=False)
+    wall = time.perf_counter() - start
+    by_model = meters["inner"].by_model
+    empty = {"peak_prompt_tokens": 0, "prompt_tokens": 0, "calls": 0}
+    opt = by_model[prompt.model].to_dict() if prompt.model in by_model else empty
+    task_calls = by_model[task.model].calls if task.model in by_model else 0
+    return row("MIPROv2", n, wall, opt, task_calls, None)
+
+
+def row(method, n, wall, opt: dict, task_calls: int, runs_dropped) -> dict:
     return {
         "method": method, "n": n, "wall_s": round(wall, 1),
         "peak_prompt_tokens": opt["peak_prompt_tokens"], "optimizer_prompt_tokens": opt["prompt_tokens"],
-        "optimizer_calls": opt["calls"], "task_calls": report.usage["task"]["calls"],
-        "runs_dropped": report.events.get("runs_dropped_from_prompts", 0),
+        "optimizer_calls": opt["calls"], "task_calls": task_calls,
+        "runs_dropped": runs_dropped if runs_dropped is not None else "n/a",
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -73,7 +100,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=None, help="comma-separated trainset sizes")
-    p.add_argument("--methods", default="FGO,AllAtOnce,BatchWise")
+    p.add_argument("--methods", default="FGO,AllAtOnce,BatchWise,MIPROv2")
     p.add_argument("--quick", action="store_true", help="60 and 600 examples only (CI)")
     p.add_argument("--out", default="benchmarks/results/scaling")
     p.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # internal: run one cell, print JSON
@@ -94,7 +121,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{method:>10} n={n:<6} peak prompt {row['peak_prompt_tokens']:>7} tokens, total "
                   f"{row['optimizer_prompt_tokens']:>10}, calls {row['optimizer_calls']:>5}, dropped runs "
-                  f"{row['runs_dropped']:>6}, {row['wall_s']:>7}s, {row['peak_rss_mb']} MB", flush=True)
+                  f"{str(row['runs_dropped']):>6}, {row['wall_s']:>7}s, {row['peak_rss_mb']} MB", flush=True)
     (out / "scaling.json").write_text(json.dumps(rows, indent=2))
     lines = ["| method | trainset | peak optimizer prompt (tokens) | total optimizer prompt tokens | optimizer calls "
              "| task calls | runs dropped to fit | wall s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]

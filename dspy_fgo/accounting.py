@@ -49,6 +49,7 @@ def priced_name(model: str) -> str | None:
     """``model`` as LiteLLM prices it (without a role suffix such as ``@optimizer``), or None."""
     import litellm
 
+    litellm.suppress_debug_info = True  # an unpriced (local) model is expected here, not worth a banner
     for name in dict.fromkeys((model, model.rsplit("@", 1)[0])):
         try:
             litellm.cost_per_token(model=name, prompt_tokens=1, completion_tokens=1)
