@@ -3,7 +3,7 @@
 A ``dspy.ReAct`` agent picks its tools by their descriptions, which DSPy writes into the agent's
 instruction when the agent is built, one line per tool. With ``optimize_tools=True`` a candidate
 carries, besides each predictor's instruction, each tool's description under
-``tool:<agent>.<tool>`` and each argument's under ``tool:<agent>.<tool>(<arg>)``. The agent's own
+``tool:<agent>.<tool>`` and each described argument's under ``tool:<agent>.<tool>(<arg>)``. The agent's own
 instruction is then read without its tool lines, and applying a candidate writes the tool lines
 back from the (possibly rewritten) descriptions, so instruction and tools are critiqued, rewritten
 and merged as separate texts. Only text changes: a tool's code is never generated or run from LLM
@@ -46,13 +46,19 @@ def user_tools(agent: dspy.Module) -> dict[str, dspy.Tool]:
 
 
 def read_tools(program: dspy.Module) -> dict[str, str]:
-    """Every tool's description and every argument's description (empty when it has none)."""
+    """Every tool's description, and every argument description the tool has.
+
+    An argument without a description gets no text of its own (one more optimizer call per
+    rewrite and merge, for every such argument): the tool's description can explain it. Give
+    ``dspy.Tool(func, arg_desc={...})`` to have an argument's description optimized on its own.
+    """
     texts = {}
     for path, agent in agents(program):
         for name, tool in user_tools(agent).items():
             texts[tool_key(path, name)] = tool.desc or ""
             for arg, schema in (tool.args or {}).items():
-                texts[tool_key(path, name, arg)] = schema.get("description", "")
+                if schema.get("description"):
+                    texts[tool_key(path, name, arg)] = schema["description"]
     return texts
 
 

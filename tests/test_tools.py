@@ -16,15 +16,17 @@ def lookup(key: str) -> str:
     return f"value: {key}"
 
 
-def agent():
-    return dspy.ReAct("question -> answer", tools=[lookup], max_iters=3)
+def agent(arg_desc=None):
+    tool = dspy.Tool(lookup, arg_desc=arg_desc) if arg_desc else lookup
+    return dspy.ReAct("question -> answer", tools=[tool], max_iters=3)
 
 
 def test_round_trip_keeps_the_agent_exactly():
     program = agent()
     candidate = read_candidate(program, tools=True)
     assert candidate["tool:lookup"] == "Look up a key."
-    assert candidate["tool:lookup(key)"] == ""  # no description yet: the optimizer may write one
+    assert "tool:lookup(key)" not in candidate  # no description of its own: the tool's text covers it
+    assert read_candidate(agent({"key": "The key."}), tools=True)["tool:lookup(key)"] == "The key."
     assert "(1) lookup" not in candidate["react"] and "When providing `next_tool_args`" in candidate["react"]
     copy = apply_candidate(program, candidate)
     assert copy.react.signature.instructions == program.react.signature.instructions
@@ -32,7 +34,7 @@ def test_round_trip_keeps_the_agent_exactly():
 
 
 def test_new_descriptions_reach_the_copy_only():
-    program = agent()
+    program = agent({"key": "The key."})
     candidate = read_candidate(program, tools=True)
     candidate.update({"tool:lookup": "Find the answer for a key.", "tool:lookup(key)": "The key, e.g. alpha-1."})
     copy = apply_candidate(program, candidate)
@@ -40,7 +42,7 @@ def test_new_descriptions_reach_the_copy_only():
     assert "(1) lookup, whose description is <desc>Find the answer for a key.</desc>" in instruction
     assert "The key, e.g. alpha-1." in instruction and instruction.count("(1) lookup") == 1
     assert "(2) finish" in instruction  # DSPy's own tool stays, in its place
-    assert program.tools["lookup"].desc == "Look up a key." and "description" not in program.tools["lookup"].args["key"]
+    assert program.tools["lookup"].desc == "Look up a key." and program.tools["lookup"].args["key"]["description"] == "The key."
     assert copy.tools["lookup"].desc == "Find the answer for a key."
     assert copy.tools["lookup"].func is lookup  # the code is the user's, never generated
 
