@@ -29,7 +29,6 @@ from benchmarks.tasks import TASKS  # noqa: E402
 from dspy_fgo.accounting import RoleMeter  # noqa: E402
 from dspy_fgo.candidate import read_candidate  # noqa: E402
 
-OPTIMIZER_SUFFIX = "@optimizer"  # a distinct model name for the prompt LM, so usage splits by role
 
 
 def parse_args(argv=None):
@@ -40,9 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--tasks", default="bbh15", help=f"comma-separated, from: {', '.join(TASKS)}")
     p.add_argument("--program", default="predict", choices=["predict", "cot"])
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--n-train", type=int, default=4, help="training examples per task")
-    p.add_argument("--n-val", type=int, default=4, help="validation examples per task")
-    p.add_argument("--n-test", type=int, default=10, help="test examples per task")
+    p.add_argument("--n-train", type=int, default=4, help="training examples per group: per BBH task, per UBL layout")
+    p.add_argument("--n-val", type=int, default=4, help="validation examples per group: per BBH task, per UBL layout")
+    p.add_argument("--n-test", type=int, default=10, help="test examples per group: per BBH task, per UBL layout")
     p.add_argument("--data", default=None, help="BBH JSONL directory (default: the vendored sample)")
     p.add_argument("--task-model", default=None, help="LiteLLM model for the program (default: local Qwen 1.5B)")
     p.add_argument("--prompt-model", default=None, help="LiteLLM model for the optimizer (default: the task model)")
@@ -68,15 +67,12 @@ def models(args):
         prompt = dspy.LM(args.prompt_model or args.task_model, temperature=0.7, max_tokens=args.prompt_max_tokens)
         yield task, prompt, {"task_model": task.model, "prompt_model": prompt.model}
         return
-    from dspy_fgo.local import MODELS, ensure_model, serve
+    from dspy_fgo.local import MODELS, ensure_model, local_lm, serve
 
     path = ensure_model(args.local_model)
     with serve(args.local_model, n_ctx=8192, n_parallel=2, n_threads=2) as server:
-        alias = server.alias
-        task = dspy.LM(f"openai/{alias}", api_base=server.base_url, api_key="local", temperature=0.0,
-                       max_tokens=args.max_tokens)
-        prompt = dspy.LM(f"openai/{alias}{OPTIMIZER_SUFFIX}", api_base=server.base_url, api_key="local",
-                         temperature=0.7, max_tokens=args.prompt_max_tokens)
+        task = local_lm(server, temperature=0.0, max_tokens=args.max_tokens)
+        prompt = local_lm(server, temperature=0.7, max_tokens=args.prompt_max_tokens, role="optimizer")
         yield task, prompt, {"task_model": task.model, "prompt_model": prompt.model,
                              "model_file": path.name, "model_sha256": MODELS[args.local_model].sha256,
                              "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}

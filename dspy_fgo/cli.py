@@ -18,16 +18,14 @@ def demo(args) -> int:
     from dspy_fgo import FGO
     from dspy_fgo.accounting import RoleMeter
     from dspy_fgo.data import bbh_metric, bbh_program, load_bbh, split_bbh
-    from dspy_fgo.local import serve
+    from dspy_fgo.local import local_lm, serve
 
     tasks = args.tasks.split(",")
     train, val, test = split_bbh(load_bbh(tasks=tasks), args.n_train, args.n_val, args.n_test)
     print(f"{len(tasks)} tasks: {len(train)} train, {len(val)} val, {len(test)} test examples; model {args.model}")
     with serve(args.model) as server:
-        task_lm = dspy.LM(f"openai/{server.alias}", api_base=server.base_url, api_key="local", temperature=0.0,
-                          max_tokens=256)
-        prompt_lm = dspy.LM(f"openai/{server.alias}@optimizer", api_base=server.base_url, api_key="local",
-                            temperature=0.7, max_tokens=768)
+        task_lm = local_lm(server, temperature=0.0, max_tokens=256)
+        prompt_lm = local_lm(server, temperature=0.7, max_tokens=768, role="optimizer")
         methods = {
             "unoptimized": lambda p: p,
             "FGO": lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,

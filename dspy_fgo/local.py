@@ -292,12 +292,18 @@ class LocalServer:
         self.stop()
 
 
-def local_lm(server: LocalServer, temperature: float = 0.0, max_tokens: int = 512, **kw):
-    """A dspy.LM talking to `server` through its OpenAI-compatible endpoint."""
+def local_lm(server: LocalServer, temperature: float = 0.0, max_tokens: int = 512, role: str | None = None, **kw):
+    """A dspy.LM talking to `server` through its OpenAI-compatible endpoint.
+
+    The server ignores the model name, so ``role="optimizer"`` names this LM
+    ``openai/<alias>@optimizer``: usage meters then tell the optimizer's calls from the
+    program's even inside a third-party teleprompter, where both go to the same server.
+    """
     import dspy  # lazy: keeps this module importable (and its tests fast) without loading dspy
 
-    return dspy.LM(f"openai/{server.alias}", api_base=server.base_url, api_key="local",
-                   temperature=temperature, max_tokens=max_tokens, **kw)
+    name = f"openai/{server.alias}" + (f"@{role}" if role else "")
+    return dspy.LM(name, api_base=server.base_url, api_key="local", temperature=temperature, max_tokens=max_tokens,
+                   **kw)
 
 
 @contextlib.contextmanager

@@ -72,8 +72,7 @@ def test_fgo_with_mipro_inside_on_the_local_model(server):
     tasks = ["navigate", "sports_understanding"]
     train = load_bbh(tasks=tasks, limit=3)
     task_lm = local_lm(server, temperature=0.0, max_tokens=200, cache=False)
-    prompt_lm = dspy.LM(f"openai/{server.alias}@optimizer", api_base=server.base_url, api_key="local",
-                        temperature=0.7, max_tokens=300, cache=False)
+    prompt_lm = local_lm(server, temperature=0.7, max_tokens=300, cache=False, role="optimizer")
 
     def inner(seed):
         mipro = dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, task_model=task_lm, auto=None,
