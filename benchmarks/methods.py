@@ -98,6 +98,7 @@ METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
     "fgo": _fgo(),
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
+    "fgo-tools": _fgo(optimize_tools=True),  # agents: tool descriptions optimized with the instructions
     "fgo-mipro": fgo_mipro,
     "mipro-instructions": _mipro(0),
     "mipro-demos": _mipro(4),
