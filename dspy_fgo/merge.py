@@ -112,7 +112,9 @@ class ProgressiveMerge:
         if len(nodes) <= self.threshold or self.clustering == "none":
             return self._merge_group(nodes)
         vectors = self.embed([candidate_text(n.candidate) for n in nodes])
-        groups = clusters_of(vectors, math.isqrt(len(nodes)), self.clustering, self.seed)
+        # k = floor(sqrt(n)) as in the paper, but at least 2: with t = 2 and n = 3, one cluster would
+        # hand the same nodes back and never finish.
+        groups = clusters_of(vectors, max(2, math.isqrt(len(nodes))), self.clustering, self.seed)
         # Each cluster's subtree is independent: merge them in parallel, then merge their results.
         merged = self.rt.map(lambda idx: self._merge([nodes[i] for i in idx]), groups)
         return self._merge(merged)
