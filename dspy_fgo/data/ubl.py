@@ -50,6 +50,8 @@ from xml.sax.saxutils import escape
 
 import dspy
 
+from dspy_fgo.data.programs import single_step
+
 __all__ = [
     "LAYOUTS", "LANGUAGES", "PLACEMENTS", "INSTRUCTION", "Invoice", "invoice", "ubl_id",
     "make_examples", "make_agent_examples", "split_ubl", "ubl_metric", "ubl_program", "ubl_agent",
@@ -710,12 +712,7 @@ def ubl_program(kind: str = "predict") -> dspy.Module:
 
     ``kind``: ``"predict"`` (``dspy.Predict``) or ``"cot"`` (``dspy.ChainOfThought``).
     """
-    signature = dspy.Signature("document -> answer", INSTRUCTION)
-    if kind == "predict":
-        return dspy.Predict(signature)
-    if kind in ("cot", "chain_of_thought"):
-        return dspy.ChainOfThought(signature)
-    raise ValueError(f"unknown kind {kind!r}; use 'predict' or 'cot'")
+    return single_step(dspy.Signature("document -> answer", INSTRUCTION), kind)
 
 
 def ubl_agent(max_iters: int = 6) -> dspy.ReAct:
