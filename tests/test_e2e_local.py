@@ -90,3 +90,36 @@ def test_fgo_with_mipro_inside_on_the_local_model(server):
     with dspy.context(lm=task_lm):
         assert isinstance(optimized(**train[0].inputs()).answer, str)
     print(fgo.report_.summary())
+
+
+def test_fgo_optimizes_a_react_agent_and_its_tools_on_the_local_model(server):
+    """A ReAct agent over a UBL invoice: real trajectories, its instructions and tool description rewritten.
+
+    Kept small for CI (one invoice, one tool, one epoch): the plumbing is tested offline in
+    tests/test_tools.py and tests/test_react.py; this proves the real path on a real model.
+    """
+    from dspy_fgo.data.ubl import INSTRUCTION, make_agent_examples, search_references, ubl_metric
+    from dspy_fgo.local import local_lm
+
+    train = make_agent_examples(1)
+    task_lm = local_lm(server, temperature=0.0, max_tokens=150, cache=False)
+    prompt_lm = local_lm(server, temperature=0.7, max_tokens=200, cache=False, role="optimizer")
+    student = dspy.ReAct(dspy.Signature("invoice_id -> answer", INSTRUCTION), tools=[search_references], max_iters=2)
+    description = student.tools["search_references"].desc
+
+    fgo = FGO(metric=ubl_metric, partition_by="layout", min_partition_size=1, task_model=task_lm,
+              prompt_model=prompt_lm, epochs=1, num_threads=2, max_prompt_tokens=2500, critique="batch",
+              optimize_tools=True)
+    optimized = fgo.compile(student, trainset=train)
+
+    report = fgo.report_
+    assert set(report.partitions[0].candidate) == {"react", "extract.predict", "tool:search_references"}
+    assert report.usage["task"]["billed_calls"] >= 2 and report.usage["optimizer"]["billed_calls"] >= 1
+    assert report.usage["optimizer"]["peak_prompt_tokens"] <= 2500
+    assert student.tools["search_references"].desc == description  # the student's tools are untouched
+    assert optimized.tools["search_references"] is not student.tools["search_references"]
+    assert optimized.tools["search_references"].func is search_references  # code is never generated
+    with dspy.context(lm=task_lm):
+        prediction = optimized(**train[0].inputs())
+    assert isinstance(prediction.answer, str) and prediction.trajectory  # it ran the agent loop
+    print(report.summary())
