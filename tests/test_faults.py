@@ -1,6 +1,7 @@
 """Fault matrix: what a bad optimizer answer, a leaky setting or a failing call does to a run."""
 
 import json
+import time
 
 import dspy
 import pytest
@@ -62,3 +63,72 @@ def test_llm_output_is_never_executed(task_lm):
     import os
 
     assert not os.path.exists("/tmp/dspy_fgo_pwned")
+
+
+class _FlakyOpenAI:
+    """A local OpenAI-compatible endpoint that fails as told, then answers; counts requests."""
+
+    def __init__(self, fail: str, failures: int | None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        endpoint = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                endpoint.requests += 1
+                if failures is None or endpoint.requests <= failures:
+                    if fail == "timeout":
+                        time.sleep(1.0)  # past the client's timeout
+                        return
+                    self.send_response({"rate-limit": 429, "server-error": 503}[fail])
+                    self.send_header("retry-after", "0")
+                    self.send_header("content-type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "injected fault"}}')
+                    return
+                content = "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
+                body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": content}}],
+                                   "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def lm(self):
+        return dspy.LM("openai/flaky", api_base=f"http://127.0.0.1:{self.server.server_port}/v1", api_key="x",
+                       num_retries=2, timeout=0.3, cache=False)
+
+
+@pytest.mark.parametrize("fail", ["rate-limit", "server-error", "timeout"])
+def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
+    """Through dspy.LM and LiteLLM, as with a hosted model: transient faults are retried away;
+    faults that persist past the retries score the run 0, and the compile still finishes."""
+    trainset = make_examples(["alpha"], per_category=2)
+
+    def compile_with(endpoint):
+        fgo = FGO(metric=exact, task_model=endpoint.lm(), prompt_model=prompt_lm, partition_by="category", epochs=1)
+        fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
+        return fgo.report_
+
+    transient = _FlakyOpenAI(fail, failures=1)
+    report = compile_with(transient)
+    assert report.events.get("program_errors", 0) == 0  # the one fault was retried away
+    assert transient.requests == report.usage["task"]["billed_calls"] + 1
+
+    persistent = _FlakyOpenAI(fail, failures=None)
+    report = compile_with(persistent)
+    assert report.events["program_errors"] >= len(trainset)  # every run failed after its retries...
+    assert persistent.requests > report.usage["task"]["calls"]  # ...which were tried more than once
+    assert report.selection["returned"] in ("root", "unoptimized")  # and the compile still returned a program
