@@ -147,6 +147,12 @@ class Meters:
     def __getitem__(self, role: str) -> RoleMeter:
         return self.by_role[role]
 
+    def totals(self) -> tuple[int, int, float]:
+        """(LM calls, prompt + completion tokens, US dollars) over every role."""
+        usage = [meter.usage for meter in self.by_role.values()]
+        return (sum(u.calls for u in usage), sum(u.prompt_tokens + u.completion_tokens for u in usage),
+                sum(u.cost_usd for u in usage))
+
     @contextmanager
     def metered(self, role: str, lm: dspy.BaseLM | None = None):
         """Run the block with ``lm`` (if given) as the LM, counting its calls under ``role``.

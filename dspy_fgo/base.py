@@ -34,7 +34,6 @@ class Session:
     budget: Budget
     meters: Meters
     counters: Counters
-    progress: Progress
     timings: dict[str, float] = field(default_factory=dict)
 
     def items(self, indices=None) -> list[tuple[int, dspy.Example]]:
@@ -53,6 +52,10 @@ class Session:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    @property
+    def progress(self) -> Progress:
+        return self.rt.progress
 
 
 class ReflectiveOptimizer(Teleprompter):
@@ -131,8 +134,7 @@ class ReflectiveOptimizer(Teleprompter):
                      max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens, max_cost=self.max_cost)
         rt.progress = Progress(wanted(self.progress), meters)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
-                       budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters(),
-                       progress=rt.progress)
+                       budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
 
     def _select(self, s: Session, entries: list[tuple[str, Candidate]]) -> tuple[Candidate, dict]:
         """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset.

@@ -54,9 +54,8 @@ class Progress:
         with self._lock:
             self.info.update({k: str(v) for k, v in info.items()})
             if self.bar is not None:
-                usage = [meter.usage for meter in self.meters.by_role.values()]
-                tokens = sum(u.prompt_tokens + u.completion_tokens for u in usage)
-                self.bar.set_postfix(lm_calls=sum(u.calls for u in usage), tokens=tokens, **self.info)
+                calls, tokens, _ = self.meters.totals()
+                self.bar.set_postfix(lm_calls=calls, tokens=tokens, **self.info)
 
     def close(self) -> None:
         with self._lock:

@@ -91,10 +91,7 @@ class Runtime:
         starting new work, and what is in flight finishes, so nothing half-done is kept."""
         if self.max_lm_calls is None and self.max_tokens is None and self.max_cost is None:
             return False
-        usage = [meter.usage for meter in self.meters.by_role.values()]
-        calls = sum(u.calls for u in usage)
-        tokens = sum(u.prompt_tokens + u.completion_tokens for u in usage)
-        cost = sum(u.cost_usd for u in usage)
+        calls, tokens, cost = self.meters.totals()
         return ((self.max_lm_calls is not None and calls >= self.max_lm_calls)
                 or (self.max_tokens is not None and tokens >= self.max_tokens)
                 or (self.max_cost is not None and cost >= self.max_cost))
