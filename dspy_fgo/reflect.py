@@ -25,6 +25,7 @@ from dspy_fgo.signatures import CritiqueRun, CritiqueRuns, RewriteInstruction
 CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
 PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing
 CRITIQUE_MAX_TOKENS = 300  # a critique is a few sentences; a cap keeps a rambling model from stalling a run
+COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
 
 
 @dataclass
@@ -226,8 +227,10 @@ def rewrite(
     budget: Budget,
     counters: Counters,
     overall: str = "",
+    examples: Sequence[dspy.Example] = (),
 ) -> Candidate:
-    """Ask the optimizer for a new instruction per predictor; keep the old one on a bad answer."""
+    """Ask the optimizer for a new instruction per predictor; keep the old one on a bad answer,
+    including one that copies text particular to some of ``examples`` (see ``copies_examples``)."""
 
     def one(name: str) -> tuple[str, str]:
         current = clip(candidate[name], budget.max_instruction_chars)
@@ -247,9 +250,47 @@ def rewrite(
         if proposal is None:
             counters.add("proposals_rejected")
             return name, candidate[name]
+        if copies_examples(proposal, candidate[name], examples):
+            counters.add("proposals_copying_examples")
+            return name, candidate[name]
         return name, proposal
 
     return {**candidate, **dict(rt.map(one, [k for k in candidate if is_text_key(k)]))}
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example],
+                    min_words: int = COPY_MIN_WORDS) -> bool:
+    """True when ``proposal`` quotes ``min_words`` words in a row from the inputs of some, but not
+    all, of ``examples`` (of the only one, if there is one) that ``current`` does not already hold.
+
+    Text every example shares is the task's own wording and may be quoted; text found in only some
+    examples is about those examples (a question's names, numbers, word lists), and an instruction
+    that carries it has memorized its partition rather than learned the task. The 1.5B optimizer
+    did exactly that on BBH (benchmarks/README.md), and a merge would spread it to every task.
+    """
+    if not examples:
+        return False
+    fresh = _ngrams(proposal, min_words) - _ngrams(current, min_words)
+    if not fresh:
+        return False
+    grams = [_ngrams(_input_text(ex), min_words) for ex in examples]
+    for gram in fresh:
+        holders = sum(gram in g for g in grams)
+        if holders and (holders < len(grams) or len(grams) == 1):
+            return True
+    return False
+
+
+def _input_text(example: dspy.Example) -> str:
+    try:
+        return " ".join(str(v) for v in example.inputs().values())
+    except ValueError:  # no input keys declared: nothing to tell the inputs apart by
+        return ""
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
@@ -321,7 +362,8 @@ def reflect_step(
     else:
         overall, critiques = "", critique(rt, current, chosen, budget, counters)
         history[-1].critiques = len(critiques)
-    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters, overall)
+    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters, overall,
+                   examples=[t.example for t in trajectories])
 
 
 DEFAULT_CONTEXT_WINDOW = 8192  # when neither the user nor LiteLLM knows the model's window

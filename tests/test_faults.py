@@ -132,3 +132,34 @@ def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
     assert report.events["program_errors"] >= len(trainset)  # every run failed after its retries...
     assert persistent.requests > report.usage["task"]["calls"]  # ...which were tried more than once
     assert report.selection["returned"] in ("root", "unoptimized")  # and the compile still returned a program
+
+
+def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
+    from dspy_fgo.reflect import copies_examples
+
+    shared = "If you follow these instructions, do you return to the starting point?"
+    examples = [dspy.Example(question=f"{shared} Take {n} steps. Turn left. Take {n + 1} steps backward.").with_inputs("question")
+                for n in (2, 5, 7)]
+    current = "Answer the question."
+    # Quoting one example's own steps is memorizing it; quoting the wording all examples share is not.
+    assert copies_examples("Remember: take 5 steps. Turn left. Take 6 steps backward.", current, examples)
+    assert not copies_examples(f"Read the question: {shared} Track each step.", current, examples)
+    # Text the current instruction already holds is not a new copy; short overlaps are not copies.
+    assert not copies_examples(current + " take 5 steps turn left take 6", current + " take 5 steps turn left take 6",
+                               examples)
+    assert not copies_examples("Take 5 steps, then decide.", current, examples)
+    assert not copies_examples("Take 5 steps. Turn left. Take 6 steps backward.", current, [])
+
+
+def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
+    trainset = make_examples(["alpha"])  # "alpha question number 0 about alpha things", ...
+
+    def respond(fields, messages):
+        if "new_instruction" in fields:
+            return {"new_instruction": "Answer RULE-alpha. Recall: alpha question number 1 about alpha things."}
+        return optimizer_respond(fields, messages)
+
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2)
+    program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
+    assert read_candidate(program) == read_candidate(dspy.Predict("question -> answer"))
+    assert fgo.report_.events["proposals_copying_examples"] >= 1
