@@ -21,6 +21,10 @@ class Setup:
     num_threads: int
     partition_key: str | None = None  # how FGO and its baselines divide the trainset
     checkpoint_dir: str | None = None  # FGO resumes an interrupted cell from here
+    epochs: int | None = None  # FGO's and the baselines' epochs; None keeps their default (3)
+
+    def epochs_setting(self) -> dict:
+        return {} if self.epochs is None else {"epochs": self.epochs}
 
 
 def unoptimized(student, train, val, s: Setup):
@@ -33,7 +37,7 @@ def _fgo(**settings):
 
         optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm,
                         prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads,
-                        checkpoint_dir=s.checkpoint_dir, **settings)
+                        checkpoint_dir=s.checkpoint_dir, **s.epochs_setting(), **settings)
         program = optimizer.compile(student, trainset=train, valset=val)
         return program, {"report": optimizer.report_.to_dict()}
 
@@ -87,7 +91,7 @@ def _baseline(name: str):
         import dspy_fgo
 
         optimizer = getattr(dspy_fgo, name)(metric=s.metric, task_model=s.task_lm, prompt_model=s.prompt_lm,
-                                            seed=s.seed, num_threads=s.num_threads)
+                                            seed=s.seed, num_threads=s.num_threads, **s.epochs_setting())
         program = optimizer.compile(student, trainset=train, valset=val)
         return program, {"report": optimizer.report_.to_dict()}
 

@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--max-tokens", type=int, default=512, help="completion limit for the task model")
     p.add_argument("--prompt-max-tokens", type=int, default=1024, help="completion limit for the optimizer model")
     p.add_argument("--num-threads", type=int, default=4, help="LM calls in flight (the local server queues past its 2 slots)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs for FGO and the paper's baselines (default: theirs, 3); MIPROv2 and GEPA ignore it")
     p.add_argument("--out", default="benchmarks/results/run")
     p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
     return p.parse_args(argv)
@@ -78,12 +80,14 @@ def models(args):
                              "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}
 
 
-def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None) -> dict:
+def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None,
+             epochs: int | None = None) -> dict:
     """Compile with one method and seed, then score on the test split."""
     # Seeds must change the optimizer's sampled proposals even with the disk cache on.
     seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
     setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=seeded_prompt, seed=seed,
-                  num_threads=num_threads, partition_key=task.partition_key, checkpoint_dir=checkpoint_dir)
+                  num_threads=num_threads, partition_key=task.partition_key, checkpoint_dir=checkpoint_dir,
+                  epochs=epochs)
     meter = RoleMeter("compile")
     start = time.perf_counter()
     with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
@@ -107,6 +111,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
         "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
         "task_usage": by_model.get(task_lm.model, {}),
         "instructions": read_candidate(program),
+        **({"epochs": epochs} if epochs is not None else {}),
         **extra,
     }
 
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
     cells = [(t, m, s) for t in tasks for s in seeds for m in methods if m != "unoptimized" or s == seeds[0]]
     with models(args) as (task_lm, prompt_lm, model_info):
         config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "program": args.program, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                  "program": args.program, "epochs": args.epochs, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
                   **model_info}
         (out / "config.json").write_text(json.dumps(config, indent=2))
         for i, (task, method, seed) in enumerate(cells, 1):
@@ -140,7 +145,8 @@ def main(argv=None) -> int:
                 continue
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
             checkpoint = str(out / "checkpoints" / path.stem)  # FGO's finished partitions survive a kill
-            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint)
+            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
+            cell["command"] = config["command"]  # cells of one directory may come from different runs
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2, default=str))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cell

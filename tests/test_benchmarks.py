@@ -33,3 +33,14 @@ def test_unknown_method_is_refused(tmp_path):
 
     with pytest.raises(SystemExit, match="unknown method"):
         run.main(["--fake", "--methods", "nope", "--out", str(tmp_path)])
+
+
+def test_epochs_reach_fgo_and_the_baselines_and_are_recorded(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["--fake", "--methods", "fgo,batch-wise", "--epochs", "1", "--n-train", "1", "--n-val", "1",
+            "--n-test", "1", "--out", str(out)]
+    assert run.main(argv) == 0
+    for method in ("fgo", "batch-wise"):
+        cell = json.loads((out / "cells" / f"bbh15-predict-{method}-seed0.json").read_text())
+        assert cell["epochs"] == 1 and cell["report"]["settings"]["epochs"] == 1
+        assert "--epochs 1" in cell["command"]
