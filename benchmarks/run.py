@@ -83,6 +83,7 @@ def models(args):
 def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None,
              epochs: int | None = None) -> dict:
     """Compile with one method and seed, then score on the test split."""
+    task_lm = task_lm.copy(stop=list(task.stop)) if task.stop else task_lm
     # Seeds must change the optimizer's sampled proposals even with the disk cache on.
     seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
     setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=seeded_prompt, seed=seed,
@@ -112,6 +113,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
         "task_usage": by_model.get(task_lm.model, {}),
         "instructions": read_candidate(program),
         **({"epochs": epochs} if epochs is not None else {}),
+        **({"task_stop": list(task.stop)} if task.stop else {}),
         **extra,
     }
 

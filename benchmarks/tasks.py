@@ -36,6 +36,10 @@ class Task:
     metric: Callable
     partition_key: str | None
     group_of: Callable[[dspy.Example], str]  # for per-group test accuracy
+    # Stop sequences for the task model. The agent's: small models, having written a tool call, go on
+    # to invent its observation and the next steps (up to max_tokens, ~50 s a call on 2 cores);
+    # DSPy's ChatAdapter keeps only the first value of each output field, so stopping loses nothing.
+    stop: tuple[str, ...] = ()
 
 
 def bbh15(program: str = "predict", n_train: int = 4, n_val: int = 4, n_test: int = 10, source=None) -> Task:
@@ -52,11 +56,12 @@ def bbh15(program: str = "predict", n_train: int = 4, n_val: int = 4, n_test: in
     )
 
 
-def _ubl_task(name: str, agent: bool, make_program, n_train: int, n_val: int, n_test: int) -> Task:
+def _ubl_task(name: str, agent: bool, make_program, n_train: int, n_val: int, n_test: int,
+              stop: tuple[str, ...] = ()) -> Task:
     k = len(LAYOUTS)  # the sizes are per layout; layouts cycle with the index, so each split is balanced
     train, val, test = split_ubl(k * n_train, k * n_val, k * n_test, seed=0, agent=agent)
     return Task(name=name, train=train, val=val, test=test, make_program=make_program, metric=ubl_metric,
-                partition_key="layout", group_of=lambda ex: ex.layout)
+                partition_key="layout", group_of=lambda ex: ex.layout, stop=stop)
 
 
 def ubl(program: str = "predict", n_train: int = 2, n_val: int = 2, n_test: int = 5, source=None) -> Task:
@@ -66,7 +71,8 @@ def ubl(program: str = "predict", n_train: int = 2, n_val: int = 2, n_test: int 
 
 def ubl_react(program: str = "predict", n_train: int = 2, n_val: int = 2, n_test: int = 5, source=None) -> Task:
     """The ReAct agent over the same documents: ``invoice_id -> answer``. ``program`` and ``source`` are ignored."""
-    return _ubl_task("ubl-agent", True, lambda: ubl_agent(), n_train, n_val, n_test)
+    return _ubl_task("ubl-agent", True, lambda: ubl_agent(), n_train, n_val, n_test,
+                     stop=("[[ ## observation", "[[ ## completed ## ]]"))
 
 
 TASKS = {"bbh15": bbh15, "ubl": ubl, "ubl-agent": ubl_react}
