@@ -44,3 +44,12 @@ def test_epochs_reach_fgo_and_the_baselines_and_are_recorded(tmp_path):
         cell = json.loads((out / "cells" / f"bbh15-predict-{method}-seed0.json").read_text())
         assert cell["epochs"] == 1 and cell["report"]["settings"]["epochs"] == 1
         assert "--epochs 1" in cell["command"]
+
+
+def test_the_agent_task_stops_its_model_at_an_invented_observation(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["--fake", "--tasks", "ubl-agent", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1",
+            "--n-test", "1", "--out", str(out)]
+    assert run.main(argv) == 0
+    cell = json.loads((out / "cells" / "ubl-agent-predict-unoptimized-seed0.json").read_text())
+    assert "[[ ## observation" in cell["task_stop"]
