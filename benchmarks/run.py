@@ -111,7 +111,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
         "usage_by_model": by_model,
         "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
         "task_usage": by_model.get(task_lm.model, {}),
-        "instructions": read_candidate(program),
+        "instructions": read_candidate(program, tools=True),  # an agent's tool descriptions too
         **({"epochs": epochs} if epochs is not None else {}),
         **({"task_stop": list(task.stop)} if task.stop else {}),
         **extra,
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     cells = [(t, m, s) for t in tasks for s in seeds for m in methods if m != "unoptimized" or s == seeds[0]]
     with models(args) as (task_lm, prompt_lm, model_info):
         config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "program": args.program, "epochs": args.epochs, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                  "program": args.program, "epochs": args.epochs, "max_tokens": args.max_tokens,
+                  "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
                   **model_info}
         (out / "config.json").write_text(json.dumps(config, indent=2))
         for i, (task, method, seed) in enumerate(cells, 1):

@@ -53,3 +53,23 @@ def test_the_agent_task_stops_its_model_at_an_invented_observation(tmp_path):
     assert run.main(argv) == 0
     cell = json.loads((out / "cells" / "ubl-agent-predict-unoptimized-seed0.json").read_text())
     assert "[[ ## observation" in cell["task_stop"]
+
+
+def test_agent_steps_lists_tool_calls_and_flags_runs_missing_from_the_cache(tmp_path, capsys):
+    from benchmarks import agent_steps
+
+    trajectory = {"tool_name_0": "search_references", "tool_args_0": {"invoice_id": "x"},
+                  "tool_name_1": "search_references", "tool_args_1": {"invoice_id": "x"},
+                  "tool_name_2": "finish", "tool_args_2": {}}
+    assert agent_steps.tool_calls(trajectory) == [("search_references", '{"invoice_id": "x"}')] * 2 + [("finish", "{}")]
+
+    out = tmp_path / "bench"
+    assert run.main(["--fake", "--tasks", "ubl-agent", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1",
+                     "--n-test", "1", "--out", str(out)]) == 0
+    cell = out / "cells" / "ubl-agent-predict-unoptimized-seed0.json"
+    config = json.loads((out / "config.json").read_text())
+    config["task_model"] = "openai/never-served"  # nothing cached for it: every run must be flagged, not invented
+    (out / "config.json").write_text(json.dumps(config))
+    assert agent_steps.main([str(cell)]) == 0
+    text = cell.with_suffix(".steps.md").read_text()
+    assert text.count("| ") > 4 and "4 runs (4 not in the cache), 0 right" in text
