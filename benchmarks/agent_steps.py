@@ -55,22 +55,26 @@ def main(argv=None) -> int:
             try:
                 pred = program(**example.inputs())
                 calls, answer, error = tool_calls(pred.trajectory), pred.answer, ""
+                observed = " ".join(str(v) for k, v in pred.trajectory.items() if k.startswith("observation_"))
             except Exception as exc:  # a cache miss: this run was not replayed
-                calls, answer, error = [], "", f"{type(exc).__name__}"
+                calls, answer, error, observed = [], "", f"{type(exc).__name__}", ""
+            seen = example.answer in observed  # the tools showed the agent the answer
             right = bool(task.metric(example, dspy.Prediction(answer=answer))) if not error else False
             repeats = sum(a == b for a, b in zip(calls, calls[1:]))
-            totals.update(runs=1, right=right, steps=len(calls), repeats=repeats, errors=bool(error),
+            totals.update(runs=1, right=right, seen=seen, steps=len(calls), repeats=repeats, errors=bool(error),
                           finished=bool(calls) and calls[-1][0] == "finish")
             totals.update({f"tool {name}": 1 for name, _ in calls})
             path = " → ".join(name for name, _ in calls) or error
             lines.append(f"| {example.layout} | {example.answer} | {answer} | {'yes' if right else 'no'} | "
                          f"{len(calls)} | {repeats} | {path} |")
     n = max(1, totals["runs"] - totals["errors"])
-    summary = (f"{totals['runs']} runs ({totals['errors']} not in the cache), {totals['right']} right; "
+    summary = (f"{totals['runs']} runs ({totals['errors']} not in the cache), {totals['right']} right, "
+               f"{totals['seen']} with the answer in a tool's observation; "
                f"{totals['steps'] / n:.1f} steps a run; {totals['finished']} called finish; "
                f"{totals['repeats']} steps repeated the previous call exactly; tool calls: "
                + ", ".join(f"{k[5:]} {v}" for k, v in sorted(totals.items()) if k.startswith("tool ")))
-    table = ["| layout | expected | answered | right | steps | repeated | tool calls |", "|---|---|---|---|---|---|---|",
+    table = ["| layout | expected | answered | right | answer observed | steps | repeated | tool calls |",
+             "|---|---|---|---|---|---|---|---|",
              *lines]
     text = f"# {cell['task']} {cell['method']} seed {cell['seed']}: the test runs\n\n{summary}\n\n" + "\n".join(table) + "\n"
     cell_path.with_suffix(".steps.md").write_text(text)
