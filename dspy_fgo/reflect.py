@@ -239,14 +239,17 @@ def rewrite(
         ) or "(none)"
         lessons = f"Critique of these runs:\n{clip(overall, budget.chars // 4)}\n\n" if overall else ""
         room = budget.chars - len(current) - len(past) - len(lessons) - 200
+        step = describe_predictor(program, name)
         answer = rt.ask(
             RewriteInstruction,
-            step=describe_predictor(program, name),
+            step=step,
             current_instruction=f"(score {score:.2f})\n{current}",
             past_instructions=past,
             runs_and_critiques=lessons + runs_digest(trajectories, critiques, room, budget, counters),
         )
         proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget)
+        if proposal is not None and _normal(step)[:60] in _normal(proposal):
+            proposal = None  # it restated our description of the step (seen from the 1.5B on tool texts)
         if proposal is None:
             counters.add("proposals_rejected")
             return name, candidate[name]
@@ -294,6 +297,11 @@ def _input_text(example: dspy.Example) -> str:
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
+_SCORE_LINE = re.compile(r"^\(score [0-9.]+\)\s*")  # our prompt shows "(score 0.50)" above the instruction
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def clean_instruction(text: str | None, budget: Budget) -> str | None:
@@ -301,6 +309,7 @@ def clean_instruction(text: str | None, budget: Budget) -> str | None:
     if not text:
         return None
     text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
+    text = _SCORE_LINE.sub("", text)  # a small model echoes the score line; the instruction is what follows
     if len(text) < 8 or len(text) > budget.max_instruction_chars:
         return None
     if "[[ ##" in text or "### Run " in text or "Critique:" in text:

@@ -163,3 +163,24 @@ def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
     assert read_candidate(program) == read_candidate(dspy.Predict("question -> answer"))
     assert fgo.report_.events["proposals_copying_examples"] >= 1
+
+
+def test_an_echoed_score_line_is_dropped_from_a_rewrite():
+    from dspy_fgo.reflect import Budget, clean_instruction
+
+    assert clean_instruction("(score 0.00)\nExtract the number.", Budget()) == "Extract the number."
+
+
+def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
+    from fakes import field_value
+
+    def respond(fields, messages):
+        if "new_instruction" in fields:  # the 1.5B did this with tool descriptions
+            return {"new_instruction": "The " + field_value(messages, "step")}
+        return optimizer_respond(fields, messages)
+
+    student = dspy.Predict("question -> answer")
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1)
+    program = fgo.compile(student, trainset=make_examples(["alpha"]))
+    assert read_candidate(program) == read_candidate(student)
+    assert fgo.report_.events["proposals_rejected"] >= 1
