@@ -366,4 +366,6 @@ def test_benchmark_runner_smoke(tmp_path):
     ]
     cell = json.loads((out / "cells" / "ubl-agent-predict-fgo-seed0.json").read_text())
     assert cell["n_test"] == 4 and set(cell["per_group_accuracy"]) == set(LAYOUTS)
-    assert set(cell["instructions"]) == {"react", "extract.predict"}
+    # The cell keeps the agent's tool descriptions beside its instructions (fgo leaves them as they were).
+    assert set(cell["instructions"]) == {"react", "extract.predict", "tool:list_elements", "tool:read_element",
+                                         "tool:search_references"}
