@@ -247,9 +247,7 @@ def rewrite(
             past_instructions=past,
             runs_and_critiques=lessons + runs_digest(trajectories, critiques, room, budget, counters),
         )
-        proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget)
-        if proposal is not None and _normal(step)[:60] in _normal(proposal):
-            proposal = None  # it restated our description of the step (seen from the 1.5B on tool texts)
+        proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget, step)
         if proposal is None:
             counters.add("proposals_rejected")
             return name, candidate[name]
@@ -304,8 +302,9 @@ def _normal(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def clean_instruction(text: str | None, budget: Budget) -> str | None:
-    """The proposed instruction, or None when it is empty, a leak of the prompt, or runaway."""
+def clean_instruction(text: str | None, budget: Budget, step: str = "") -> str | None:
+    """The proposed instruction, or None when it is empty, a leak of the prompt (its framing, or
+    ``step``, our description of the step being rewritten), or runaway."""
     if not text:
         return None
     text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
@@ -314,6 +313,8 @@ def clean_instruction(text: str | None, budget: Budget) -> str | None:
         return None
     if "[[ ##" in text or "### Run " in text or "Critique:" in text:
         return None  # the model copied our prompt's framing instead of writing an instruction
+    if step and _normal(step)[:60] in _normal(text):
+        return None  # it restated our description of the step (seen from the 1.5B on tool texts)
     return text
 
 
