@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,19 @@ def models(args):
                              "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}
 
 
+def code_version() -> str | None:
+    """The git commit the run used, marked "+dirty" if tracked files were edited; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None,
              epochs: int | None = None) -> dict:
     """Compile with one method and seed, then score on the test split."""
@@ -139,7 +153,7 @@ def main(argv=None) -> int:
         config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
                   "program": args.program, "epochs": args.epochs, "max_tokens": args.max_tokens,
                   "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
-                  **model_info}
+                  "code_version": code_version(), **model_info}
         (out / "config.json").write_text(json.dumps(config, indent=2))
         for i, (task, method, seed) in enumerate(cells, 1):
             path = out / "cells" / f"{task.name}-{args.program}-{method}-seed{seed}.json"
@@ -149,7 +163,8 @@ def main(argv=None) -> int:
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
             checkpoint = str(out / "checkpoints" / path.stem)  # FGO's finished partitions survive a kill
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
-            cell["command"] = config["command"]  # cells of one directory may come from different runs
+            # Cells of one directory may come from different runs, and different code.
+            cell["command"], cell["code_version"] = config["command"], config["code_version"]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2, default=str))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cell

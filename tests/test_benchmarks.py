@@ -44,6 +44,15 @@ def test_epochs_reach_fgo_and_the_baselines_and_are_recorded(tmp_path):
         cell = json.loads((out / "cells" / f"bbh15-predict-{method}-seed0.json").read_text())
         assert cell["epochs"] == 1 and cell["report"]["settings"]["epochs"] == 1
         assert "--epochs 1" in cell["command"]
+        assert cell["code_version"] == run.code_version()  # which code made this cell
+
+
+def test_code_version_names_the_checked_out_commit():
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    version = run.code_version()
+    assert version is not None and version.split("+")[0] == head
 
 
 def test_the_agent_task_stops_its_model_at_an_invented_observation(tmp_path):
