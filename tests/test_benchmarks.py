@@ -82,3 +82,19 @@ def test_agent_steps_lists_tool_calls_and_flags_runs_missing_from_the_cache(tmp_
     assert agent_steps.main([str(cell)]) == 0
     text = cell.with_suffix(".steps.md").read_text()
     assert text.count("| ") > 4 and "4 runs (4 not in the cache), 0 right" in text
+
+
+def test_token_means_leave_out_cells_replayed_from_the_cache():
+    from benchmarks.report import aggregate, table
+
+    def cell(seed, calls, billed, tokens):
+        return {"task": "t", "method": "m", "seed": seed, "test_accuracy": 0.5, "n_test": 2, "compile_wall_s": 1.0,
+                "optimizer_usage": {"calls": calls, "billed_calls": billed, "prompt_tokens": tokens,
+                                    "peak_prompt_tokens": 9}}
+
+    [row] = aggregate([cell(0, 10, 4, 40), cell(1, 10, 10, 100), cell(2, 10, 10, 300)])
+    assert row["optimizer_prompt_tokens"] == 200 and row["token_seeds"] == [1, 2]
+    assert row["optimizer_billed_calls"] == 8
+    assert "200 (seeds [1, 2]) †" in table([row])
+    [partial] = aggregate([cell(0, 10, 4, 40)])  # no complete cell: the billed part, as a lower bound
+    assert partial["token_seeds"] == [] and "≥ 40 †" in table([partial])
