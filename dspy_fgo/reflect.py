@@ -80,7 +80,7 @@ def format_run(trajectory: Trajectory, limit: int, counters: Counters | None = N
     """A run as the optimizer reads it: inputs, each step's outputs, the gold labels, the score."""
     example = trajectory.example
     inputs = example.inputs().toDict()
-    labels = example.labels().toDict()
+    labels = answered_labels(example.labels().toDict(), trajectory)
     lines = [f"Input: {_fields(inputs)}"]
     steps = trajectory.steps
     agent = getattr(trajectory.prediction, "trajectory", None)
@@ -99,6 +99,18 @@ def format_run(trajectory: Trajectory, limit: int, counters: Counters | None = N
     if trajectory.feedback:
         lines.append(f"Metric feedback: {trajectory.feedback}")
     return clip("\n".join(lines), limit)
+
+
+def answered_labels(labels: dict, trajectory: Trajectory) -> dict:
+    """The gold labels for the program's own outputs; all labels when none match.
+
+    Metadata beside the answer (an id, a task name, alternative targets) is left out: the 1.5B
+    optimizer copied such a line ("answer: b; task: hyperbaton; ...; id=1537") as an instruction.
+    """
+    outputs = set(trajectory.prediction.keys()) if hasattr(trajectory.prediction, "keys") else set()
+    for step in trajectory.steps:
+        outputs |= set(step.outputs)
+    return {k: v for k, v in labels.items() if k in outputs} or labels
 
 
 _AGENT_KEY = re.compile(r"^(thought|tool_name|tool_args|observation)_(\d+)$")

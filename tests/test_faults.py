@@ -184,3 +184,18 @@ def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
     program = fgo.compile(student, trainset=make_examples(["alpha"]))
     assert read_candidate(program) == read_candidate(student)
     assert fgo.report_.events["proposals_rejected"] >= 1
+
+
+def test_the_optimizer_sees_the_expected_answer_not_the_examples_metadata():
+    from dspy_fgo.reflect import format_run
+    from dspy_fgo.runtime import Step, Trajectory
+
+    example = dspy.Example(question="Which order? (A) a (B) b", answer="b", task="hyperbaton", targets=["b"],
+                           id=1537).with_inputs("question")
+    run = Trajectory(key=0, example=example, prediction=dspy.Prediction(answer="a"),
+                     steps=[Step("self", {"question": example.question}, {"answer": "a"})], score=0.0)
+    text = format_run(run, limit=2000)
+    assert "Expected: answer: b" in text and "1537" not in text and "hyperbaton" not in text
+    # A program whose outputs match no label still sees every label.
+    other = Trajectory(key=0, example=example, prediction=None, steps=[], score=0.0, error="boom")
+    assert "id=1537" in format_run(other, limit=2000)
