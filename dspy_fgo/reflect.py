@@ -323,8 +323,10 @@ def clean_instruction(text: str | None, budget: Budget, step: str = "") -> str |
     text = _SCORE_LINE.sub("", text)  # a small model echoes the score line; the instruction is what follows
     if len(text) < 8 or len(text) > budget.max_instruction_chars:
         return None
-    if "[[ ##" in text or "### Run " in text or "Critique:" in text:
-        return None  # the model copied our prompt's framing instead of writing an instruction
+    if any(mark in text for mark in ("[[ ##", "### Run ", "Critique:", "step `")):
+        # The model copied our prompt's framing, or wrote about the instruction ("To improve the
+        # instruction for step `self`, we should ...", seen from the 1.5B) instead of writing one.
+        return None
     if step and _normal(step)[:60] in _normal(text):
         return None  # it restated our description of the step (seen from the 1.5B on tool texts)
     return text

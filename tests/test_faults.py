@@ -171,6 +171,16 @@ def test_an_echoed_score_line_is_dropped_from_a_rewrite():
     assert clean_instruction("(score 0.00)\nExtract the number.", Budget()) == "Extract the number."
 
 
+def test_a_rewrite_that_talks_about_the_instruction_is_refused():
+    from dspy_fgo.reflect import Budget, clean_instruction
+
+    # Both seen from the 1.5B on BBH-15: text about the rewrite, naming our step, not an instruction.
+    for text in ("To improve the instruction for step `self`, we should start by identifying the shape.",
+                 "The new instruction should be a complete and self-contained instruction for the step `self`:"):
+        assert clean_instruction(text, Budget()) is None
+    assert clean_instruction("Identify the shape the SVG path draws.", Budget()) is not None
+
+
 def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
     from fakes import field_value
 
