@@ -17,17 +17,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _fully_billed(usage: dict) -> bool:
-    """False when DSPy's disk cache replayed some calls: their tokens are missing from the cell's usage."""
-    return usage.get("billed_calls", usage.get("calls", 0)) == usage.get("calls", 0)
+def _mean_or_none(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
 
 
 def aggregate(cells: list[dict]) -> list[dict]:
-    """One row per (task, method): means over seeds.
-
-    Optimizer token means use only the cells whose optimizer calls were all billed: a resumed run replays
-    cached calls without their usage, which would pull the mean down. ``token_seeds`` says which cells count.
-    """
+    """One row per (task, method): means over seeds. Tokens are billed tokens (see ``TOKEN_FOOTNOTE``)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for cell in cells:
         groups.setdefault((cell["task"], cell["method"]), []).append(cell)
@@ -35,17 +30,19 @@ def aggregate(cells: list[dict]) -> list[dict]:
     for (task, method), group in groups.items():
         acc, acc_sd = _mean_sd([c["test_accuracy"] for c in group])
         opt = [c.get("optimizer_usage") or {} for c in group]
-        complete = [u for u in opt if _fully_billed(u)]
         rows.append({
             "task": task, "method": method, "seeds": sorted(c["seed"] for c in group),
             "test_accuracy": acc, "test_accuracy_sd": acc_sd, "n_test": group[0]["n_test"],
             "compile_wall_s": statistics.mean(c["compile_wall_s"] for c in group),
             "optimizer_calls": statistics.mean(u.get("calls", 0) for u in opt),
             "optimizer_billed_calls": statistics.mean(u.get("billed_calls", u.get("calls", 0)) for u in opt),
-            "token_seeds": sorted(c["seed"] for c, u in zip(group, opt) if _fully_billed(u)),
-            # With no complete cell, the billed part is a lower bound: shown with "≥", never used in a ratio.
-            "optimizer_prompt_tokens": statistics.mean(u.get("prompt_tokens", 0) for u in complete or opt),
-            "optimizer_completion_tokens": statistics.mean(u.get("completion_tokens", 0) for u in complete or opt),
+            "optimizer_prompt_tokens": statistics.mean(u.get("prompt_tokens", 0) for u in opt),
+            "optimizer_completion_tokens": statistics.mean(u.get("completion_tokens", 0) for u in opt),
+            "resumed_seeds": sorted(c["seed"] for c in group if c.get("resumed")),
+            # Ratios compare only cells that ran whole: a resumed cell's tokens and time are partial.
+            "fresh_prompt_tokens": _mean_or_none([(c.get("optimizer_usage") or {}).get("prompt_tokens", 0)
+                                                  for c in group if not c.get("resumed")]),
+            "fresh_wall_s": _mean_or_none([c["compile_wall_s"] for c in group if not c.get("resumed")]),
             "peak_optimizer_prompt_tokens": max(u.get("peak_prompt_tokens", 0) for u in opt),
             "task_calls": statistics.mean((c.get("task_usage") or {}).get("calls", 0) for c in group),
         })
@@ -53,33 +50,36 @@ def aggregate(cells: list[dict]) -> list[dict]:
 
 
 def _tokens(row: dict) -> str:
-    if not row["token_seeds"]:
-        return f"≥ {row['optimizer_prompt_tokens']:.0f} †"
-    partial = len(row["token_seeds"]) < len(row["seeds"])
-    return f"{row['optimizer_prompt_tokens']:.0f}" + (f" (seeds {row['token_seeds']}) †" if partial else "")
+    resumed = f" (resumed: seed {', '.join(map(str, row['resumed_seeds']))}) ‡" if row["resumed_seeds"] else ""
+    return f"{row['optimizer_prompt_tokens']:.0f}{resumed}"
 
 
-TOKEN_FOOTNOTE = ("† Some optimizer calls of a cell were replayed from DSPy's disk cache (an interrupted run "
-                  "resumed) and carry no usage. Token means use only the cells whose calls were all billed; "
-                  "with none, the billed part is shown as a lower bound (≥) and left out of the ratios. Such a cell's "
-                  "compile wall time, too, covers only its last attempt.")
+TOKEN_FOOTNOTE = ("Optimizer calls and tokens: calls served by DSPy's disk cache are counted but not billed and "
+                  "carry no tokens; the token figures are billed tokens. Within one run these are identical "
+                  "requests made again (FGO critiquing an unchanged run in a later epoch).")
+RESUMED_FOOTNOTE = ("‡ A cell resumed after an interruption replays its earlier attempt's calls from the cache: "
+                    "their tokens, and the earlier attempt's wall time, are missing from its figures.")
+RATIO_FOOTNOTE = "¹ Ratios of means over the cells that were not resumed."
+
+
+def _ratio(row: dict, base: dict | None, key: str) -> str:
+    if not base or row["method"] == "unoptimized" or not base[key] or row[key] is None:
+        return ""
+    return f"{row[key] / base[key]:.2f}x"
 
 
 def table(rows: list[dict]) -> str:
     lines = [
         "| task | method | seeds | test acc (mean ± sd) | compile wall s | optimizer calls (billed) "
         "| optimizer prompt tokens "
-        f"| peak optimizer prompt | task-LM calls | tokens vs {REFERENCE} | time vs {REFERENCE} |",
+        f"| peak optimizer prompt | task-LM calls | tokens vs {REFERENCE} ¹ | time vs {REFERENCE} ¹ |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = {r["task"]: r for r in rows if r["method"] == REFERENCE}
     for r in rows:
         base = ref.get(r["task"])
-        tok_ratio = (f"{r['optimizer_prompt_tokens'] / base['optimizer_prompt_tokens']:.2f}x"
-                     if base and base["token_seeds"] and base["optimizer_prompt_tokens"] and r["token_seeds"]
-                     and r["method"] != "unoptimized" else "")
-        time_ratio = (f"{r['compile_wall_s'] / base['compile_wall_s']:.2f}x"
-                      if base and base["compile_wall_s"] and r["method"] != "unoptimized" else "")
+        tok_ratio = _ratio(r, base, "fresh_prompt_tokens")
+        time_ratio = _ratio(r, base, "fresh_wall_s")
         lines.append(
             f"| {r['task']} | {r['method']} | {len(r['seeds'])} | {100 * r['test_accuracy']:.1f} ± "
             f"{100 * r['test_accuracy_sd']:.1f} % (n={r['n_test']}) | {r['compile_wall_s']:.0f} | "
@@ -122,7 +122,7 @@ def write_summary(out: Path, config: dict) -> None:
     (out / "results.json").write_text(json.dumps({"config": config, "rows": rows, "cells": cells}, indent=2))
     images = plots(rows, out)
     md = [f"Command: `{config.get('command', '')}`", "", table(rows), ""]
-    if any(len(r["token_seeds"]) < len(r["seeds"]) for r in rows):
-        md += [TOKEN_FOOTNOTE, ""]
+    md += [TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, ""]
+    md += [RESUMED_FOOTNOTE, ""] if any(r["resumed_seeds"] for r in rows) else []
     md += [f"![{name}]({name})" for name in images]
     (out / "results.md").write_text("\n".join(md) + "\n")

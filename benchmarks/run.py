@@ -162,12 +162,18 @@ def main(argv=None) -> int:
                 continue
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
             checkpoint = str(out / "checkpoints" / path.stem)  # FGO's finished partitions survive a kill
+            # A marker left by a killed attempt: this cell's cache replays make its usage and time partial.
+            started = path.with_suffix(".started")
+            resumed = started.exists()
+            started.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
+            cell["resumed"] = resumed
             # Cells of one directory may come from different runs, and different code.
             cell["command"], cell["code_version"] = config["command"], config["code_version"]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2, default=str))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cell
+            started.unlink()
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: test accuracy "
                   f"{cell['test_accuracy']:.3f}, compile {cell['compile_wall_s']:.0f}s, optimizer prompt tokens "
                   f"{cell['optimizer_usage'].get('prompt_tokens', 0)}", flush=True)

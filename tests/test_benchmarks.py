@@ -84,17 +84,24 @@ def test_agent_steps_lists_tool_calls_and_flags_runs_missing_from_the_cache(tmp_
     assert text.count("| ") > 4 and "4 runs (4 not in the cache), 0 right" in text
 
 
-def test_token_means_leave_out_cells_replayed_from_the_cache():
+def test_a_resumed_cell_is_marked_and_its_tokens_kept_out_of_ratios(tmp_path):
     from benchmarks.report import aggregate, table
 
-    def cell(seed, calls, billed, tokens):
-        return {"task": "t", "method": "m", "seed": seed, "test_accuracy": 0.5, "n_test": 2, "compile_wall_s": 1.0,
-                "optimizer_usage": {"calls": calls, "billed_calls": billed, "prompt_tokens": tokens,
-                                    "peak_prompt_tokens": 9}}
-
-    [row] = aggregate([cell(0, 10, 4, 40), cell(1, 10, 10, 100), cell(2, 10, 10, 300)])
-    assert row["optimizer_prompt_tokens"] == 200 and row["token_seeds"] == [1, 2]
-    assert row["optimizer_billed_calls"] == 8
-    assert "200 (seeds [1, 2]) †" in table([row])
-    [partial] = aggregate([cell(0, 10, 4, 40)])  # no complete cell: the billed part, as a lower bound
-    assert partial["token_seeds"] == [] and "≥ 40 †" in table([partial])
+    out = tmp_path / "bench"
+    argv = ["--fake", "--methods", "mipro-instructions,all-at-once", "--n-train", "1", "--n-val", "1",
+            "--n-test", "1", "--out", str(out)]
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / "bbh15-predict-all-at-once-seed0.started").write_text("killed")  # as a killed attempt leaves
+    assert run.main(argv) == 0
+    assert not list((out / "cells").glob("*.started"))
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert cells["bbh15-predict-all-at-once-seed0"]["resumed"] is True
+    assert cells["bbh15-predict-mipro-instructions-seed0"]["resumed"] is False
+    rows = {r["method"]: r for r in aggregate(list(cells.values()))}
+    assert rows["all-at-once"]["resumed_seeds"] == [0]
+    line = next(l for l in table(list(rows.values())).splitlines() if "| all-at-once |" in l)
+    columns = [c.strip() for c in line.split("|")[1:-1]]
+    assert "(resumed: seed 0) ‡" in columns[6] and columns[-2:] == ["", ""]  # partial figures: no ratios
+    reference = next(l for l in table(list(rows.values())).splitlines() if "| mipro-instructions |" in l)
+    assert [c.strip() for c in reference.split("|")[1:-1]][-2:] == ["1.00x", "1.00x"]
+    assert "‡ A cell resumed" in (out / "results.md").read_text()
