@@ -90,6 +90,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cell_table(cells: list[dict]) -> str:
+    """One line per (method, seed) cell, with the code that made it: the figures behind the means."""
+    lines = ["| task | method | seed | test acc | compile wall s | optimizer calls (billed) | optimizer prompt "
+             "tokens | peak optimizer prompt | task-LM calls (billed) | resumed | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted(cells, key=lambda c: (c["task"], c["method"], c["seed"])):
+        opt, task = c.get("optimizer_usage") or {}, c.get("task_usage") or {}
+        lines.append(
+            f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_accuracy']:.1f} % | "
+            f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({opt.get('billed_calls', opt.get('calls', 0))}) | "
+            f"{opt.get('prompt_tokens', 0)} | {opt.get('peak_prompt_tokens', 0)} | {task.get('calls', 0)} "
+            f"({task.get('billed_calls', task.get('calls', 0))}) | {'yes' if c.get('resumed') else ''} | "
+            f"{c.get('code_version') or 'not recorded'} |")
+    return "\n".join(lines)
+
+
 def plots(rows: list[dict], out: Path) -> list[str]:
     """Accuracy against optimizer prompt tokens (the paper's Figure 5) and against wall time."""
     try:
@@ -123,6 +139,7 @@ def write_summary(out: Path, config: dict) -> None:
     images = plots(rows, out)
     md = [f"Command: `{config.get('command', '')}`", "", table(rows), ""]
     md += [TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, ""]
+    md += ["Cells:", "", cell_table(cells), ""]
     md += [RESUMED_FOOTNOTE, ""] if any(r["resumed_seeds"] for r in rows) else []
     md += [f"![{name}]({name})" for name in images]
     (out / "results.md").write_text("\n".join(md) + "\n")

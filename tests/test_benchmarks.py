@@ -104,4 +104,7 @@ def test_a_resumed_cell_is_marked_and_its_tokens_kept_out_of_ratios(tmp_path):
     assert "(resumed: seed 0) ‡" in columns[6] and columns[-2:] == ["", ""]  # partial figures: no ratios
     reference = next(l for l in table(list(rows.values())).splitlines() if "| mipro-instructions |" in l)
     assert [c.strip() for c in reference.split("|")[1:-1]][-2:] == ["1.00x", "1.00x"]
-    assert "‡ A cell resumed" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "‡ A cell resumed" in md
+    assert f"| bbh15 | all-at-once | 0 | {100 * cells['bbh15-predict-all-at-once-seed0']['test_accuracy']:.1f} %" in md
+    assert f"| yes | {run.code_version()} |" in md  # each cell line names the code that made it
