@@ -17,6 +17,11 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _billed(usage: dict) -> int:
+    """Calls not served by DSPy's cache (cells from before the split counted every call as billed)."""
+    return usage.get("billed_calls", usage.get("calls", 0))
+
+
 def _mean_or_none(values: list[float]) -> float | None:
     return statistics.mean(values) if values else None
 
@@ -35,13 +40,13 @@ def aggregate(cells: list[dict]) -> list[dict]:
             "test_accuracy": acc, "test_accuracy_sd": acc_sd, "n_test": group[0]["n_test"],
             "compile_wall_s": statistics.mean(c["compile_wall_s"] for c in group),
             "optimizer_calls": statistics.mean(u.get("calls", 0) for u in opt),
-            "optimizer_billed_calls": statistics.mean(u.get("billed_calls", u.get("calls", 0)) for u in opt),
+            "optimizer_billed_calls": statistics.mean(_billed(u) for u in opt),
             "optimizer_prompt_tokens": statistics.mean(u.get("prompt_tokens", 0) for u in opt),
             "optimizer_completion_tokens": statistics.mean(u.get("completion_tokens", 0) for u in opt),
             "resumed_seeds": sorted(c["seed"] for c in group if c.get("resumed")),
             # Ratios compare only cells that ran whole: a resumed cell's tokens and time are partial.
-            "fresh_prompt_tokens": _mean_or_none([(c.get("optimizer_usage") or {}).get("prompt_tokens", 0)
-                                                  for c in group if not c.get("resumed")]),
+            "fresh_prompt_tokens": _mean_or_none([u.get("prompt_tokens", 0)
+                                                  for c, u in zip(group, opt) if not c.get("resumed")]),
             "fresh_wall_s": _mean_or_none([c["compile_wall_s"] for c in group if not c.get("resumed")]),
             "peak_optimizer_prompt_tokens": max(u.get("peak_prompt_tokens", 0) for u in opt),
             "task_calls": statistics.mean((c.get("task_usage") or {}).get("calls", 0) for c in group),
@@ -99,9 +104,9 @@ def cell_table(cells: list[dict]) -> str:
         opt, task = c.get("optimizer_usage") or {}, c.get("task_usage") or {}
         lines.append(
             f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_accuracy']:.1f} % | "
-            f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({opt.get('billed_calls', opt.get('calls', 0))}) | "
+            f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({_billed(opt)}) | "
             f"{opt.get('prompt_tokens', 0)} | {opt.get('peak_prompt_tokens', 0)} | {task.get('calls', 0)} "
-            f"({task.get('billed_calls', task.get('calls', 0))}) | {'yes' if c.get('resumed') else ''} | "
+            f"({_billed(task)}) | {'yes' if c.get('resumed') else ''} | "
             f"{c.get('code_version') or 'not recorded'} |")
     return "\n".join(lines)
 
