@@ -14,7 +14,7 @@ from dspy.teleprompt.teleprompt import Teleprompter
 
 from dspy_fgo.accounting import Counters, Meters, priced_name
 from dspy_fgo.candidate import Candidate
-from dspy_fgo.reflect import Budget, budget_for
+from dspy_fgo.prompts import Budget, budget_for
 from dspy_fgo.progress import Progress, wanted
 from dspy_fgo.report import Report
 from dspy_fgo.runtime import Runtime
@@ -41,8 +41,14 @@ class Session:
         indices = range(len(self.trainset)) if indices is None else indices
         return [(i, self.trainset[i]) for i in indices]
 
-    def val_items(self) -> list[tuple[Any, dspy.Example]]:
-        return [(("val", i), ex) for i, ex in enumerate(self.valset or [])]
+    def val_items(self, indices=None) -> list[tuple[Any, dspy.Example]]:
+        """(key, example) pairs of the valset; the key is ``"val:<position>"``."""
+        indices = range(len(self.valset or [])) if indices is None else indices
+        return [(f"val:{i}", self.valset[i]) for i in indices]
+
+    def items_of(self, keys) -> list[tuple[Any, dspy.Example]]:
+        """The (key, example) pairs for keys of either kind: trainset positions and ``"val:<i>"``."""
+        return [(k, self.valset[int(k[4:])]) if isinstance(k, str) else (k, self.trainset[k]) for k in keys]
 
     @contextmanager
     def stage(self, name: str):
@@ -75,7 +81,7 @@ class ReflectiveOptimizer(Teleprompter):
         max_errors: int | None = None,
         max_prompt_tokens: int | None = None,
         critique_successes: int = 1,
-        critique: str = "each",
+        critique: str = "batch",
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
         max_cost: float | None = None,

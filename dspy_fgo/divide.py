@@ -76,7 +76,7 @@ class ByEmbedding(Partitioner):
 
     def split(self, examples, *, n_partitions, seed, embed):
         n = n_partitions or default_partition_count(len(examples))
-        texts = [" ".join(str(v) for v in ex.inputs().values()) for ex in examples]
+        texts = [_input_text(ex) for ex in examples]
         labels = KMeans(n_clusters=n, random_state=seed, n_init=10).fit_predict(embed(texts))
         groups: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
@@ -153,3 +153,38 @@ def clusters_of(vectors: np.ndarray, k: int, method: str, seed: int) -> list[lis
         groups.setdefault(int(label), []).append(i)
     ordered = sorted(groups.values(), key=lambda idx: idx[0])
     return ordered if len(ordered) > 1 else [list(range(n))[p::k] for p in range(k)]
+
+
+def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], trainset: Sequence[dspy.Example],
+                  valset: Sequence[dspy.Example], embed) -> list[list[int]]:
+    """For each partition, the positions of the valset examples of its kind: the same key when
+    partitioning by key, else (and for a key no partition has) the partition whose training inputs
+    are nearest on average (cosine to the centroid). These are the examples a partition's changes
+    are judged on, so none of them is ever shown to its optimizer."""
+    owner = {i: p for p, part in enumerate(partitions) for i in part.indices}
+    found: list[int | None] = [None] * len(valset)
+    if isinstance(partitioner, ByKey):
+        by_key = {}
+        for i, example in enumerate(trainset):
+            by_key.setdefault(str(partitioner._value(example, i)), owner[i])
+        for j, example in enumerate(valset):
+            try:
+                found[j] = by_key.get(str(partitioner._value(example, j)))
+            except (ValueError, KeyError):
+                found[j] = None
+    missing = [j for j, p in enumerate(found) if p is None]
+    if missing:
+        texts = [_input_text(ex) for ex in trainset] + [_input_text(valset[j]) for j in missing]
+        vectors = np.asarray(embed(texts))
+        centroids = np.stack([vectors[part.indices].mean(axis=0) for part in partitions])
+        nearest = (vectors[len(trainset):] @ centroids.T).argmax(axis=1)
+        for j, p in zip(missing, nearest):
+            found[j] = int(p)
+    checks: list[list[int]] = [[] for _ in partitions]
+    for j, p in enumerate(found):
+        checks[p].append(j)
+    return checks
+
+
+def _input_text(example: dspy.Example) -> str:
+    return " ".join(str(v) for v in example.inputs().values())

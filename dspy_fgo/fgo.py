@@ -10,7 +10,7 @@ import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import apply_candidate, is_text_key, read_candidate
-from dspy_fgo.divide import Partitioner, pool_small, resolve_partitioner
+from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
@@ -47,8 +47,12 @@ class FGO(ReflectiveOptimizer):
         max_errors: metric exceptions tolerated before the compile stops (default DSPy's).
         max_prompt_tokens: optimizer prompt budget (default the prompt model's context window).
         critique_successes: successful runs critiqued per epoch besides every failure.
-        critique: ``"each"`` (the paper's evaluator: one optimizer call per run) or ``"batch"`` (one
-            call per partition and epoch over all its runs: fewer calls and tokens).
+        critique: ``"batch"`` (one call per group of at most 6 runs) or ``"each"`` (the paper's
+            evaluator: one call per run); either way the critiques are distilled into short lessons.
+        max_demos: demos per predictor a partition may take from its own successful runs (kept only
+            when they do not lose on its held-out examples); 0 turns demos off.
+        proposals: instructions proposed per epoch; the best is accepted only when it gets more of
+            the partition's held-out examples right than the current one.
         checkpoint_dir: write each finished partition and merge node there (atomic JSON); rerunning
             the same compile resumes without redoing them. Other data or settings are refused.
         max_lm_calls, max_tokens, max_cost: a soft budget over all roles (``max_cost`` in US dollars,
@@ -79,9 +83,15 @@ class FGO(ReflectiveOptimizer):
         inner: Callable[[int], object] | None = None,
         checkpoint_dir: str | None = None,
         executor: Executor | None = None,
+        max_demos: int = 4,
+        proposals: int = 3,
         **settings,
     ):
         super().__init__(metric, **settings)
+        check_int("max_demos", max_demos, 0)
+        check_int("proposals", proposals, 1)
+        self.max_demos = max_demos
+        self.proposals = proposals
         check_int("n_partitions", n_partitions, 1, optional=True)
         check_int("min_partition_size", min_partition_size, 1)
         check_int("merge_threshold", merge_threshold, 2)
@@ -122,12 +132,16 @@ class FGO(ReflectiveOptimizer):
         with s.stage("divide"):
             groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed)
             partitions, notes = pool_small(groups, self.min_partition_size)
+            # Each partition's changes are judged on held-out examples of its kind: the valset's,
+            # or (without a valset) a fold of its own examples that its optimizer never sees.
+            checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, embed) if s.valset
+                      else [None] * len(partitions))
         logger.info("FGO: %d examples in %d partitions", len(trainset), len(partitions))
 
         s.progress.stage("FGO: optimizing partitions", total=len(partitions), unit="partition")
         with s.stage("optimize"):
             results = s.rt.map(lambda ip: self._optimize_partition(s, start, checkpoint, *ip),
-                               list(enumerate(partitions)))
+                               list(enumerate(zip(partitions, checks))))
         if self.inner is not None:
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
@@ -135,14 +149,15 @@ class FGO(ReflectiveOptimizer):
         if any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at the largest child's count, then validates on the union of their examples")
-        merger = ProgressiveMerge(s.rt, student, s.items, embed, threshold=self.merge_threshold,
+        merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   checkpoint=checkpoint)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")
         with s.stage("merge"):
-            leaves = [merger.leaf(r.candidate, p.indices, r.score, p.name) for p, r in zip(partitions, results)]
+            leaves = [merger.leaf(r.candidate, p.indices, r.score, p.name, checks=r.checks)
+                      for p, r in zip(partitions, results)]
             root = merger.run(leaves)
 
         # Never return a merged root that scores below what it was built from (or the original).
@@ -156,7 +171,10 @@ class FGO(ReflectiveOptimizer):
             partitions=[
                 PartitionReport(name=p.name, size=len(p.indices), score_before=r.baseline_score,
                                 score_after=r.score, candidate=r.candidate,
-                                epochs=[{"epoch": h.epoch, "score": h.score, "critiques": h.critiques} for h in r.history])
+                                epochs=[{"epoch": h.epoch, "score": h.score, "train_score": h.train_score,
+                                         "critiques": h.critiques, "lessons": h.lessons, "proposals": h.proposals}
+                                        for h in r.history],
+                                task_description=r.task_description, checks=len(r.checks))
                 for p, r in zip(partitions, results)
             ],
             tree=[node.to_dict() for node in nodes],
@@ -166,22 +184,25 @@ class FGO(ReflectiveOptimizer):
         )
         return apply_candidate(student, chosen)
 
-    def _optimize_partition(self, s, start, checkpoint, index: int, partition):
+    def _optimize_partition(self, s, start, checkpoint, index: int, work):
         """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""
         key = f"{index:04d}"
         saved = checkpoint.load("partition", key) if checkpoint else None
         if saved is not None:
             s.progress.advance(partition=f"{partition.name} (checkpoint)")
             return result_from_dict(saved["result"]), saved["optimizer"]
+        partition, check_indices = work
         items = s.items(partition.indices)
+        checks = s.val_items(check_indices) if check_indices else None
         if self.executor is not None:
-            result, by = self._optimize_remote(s, start, index, items)
+            result, by = self._optimize_remote(s, start, index, items, checks)
         elif self.inner is not None:
-            result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items)
+            result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
         else:
             result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
                                          counters=s.counters, critique_successes=self.critique_successes,
-                                         critique_mode=self.critique), "FGO"
+                                         critique_mode=self.critique, checks=checks, max_demos=self.max_demos,
+                                         proposals=self.proposals), "FGO"
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
@@ -191,12 +212,13 @@ class FGO(ReflectiveOptimizer):
                                                "result": result_to_dict(result)})
         return result, by
 
-    def _optimize_remote(self, s, start, index: int, items):
+    def _optimize_remote(self, s, start, index: int, items, checks):
         """The same work as locally, on the executor; its usage and events join this run's report."""
         job = make_job(student=s.student, metric=self.metric, task_lm=s.rt.task_lm, prompt_lm=s.rt.prompt_lm,
                        num_threads=self.num_threads, max_errors=self.max_errors, inner=self.inner,
                        seed=self.seed + index, start=start, items=items, epochs=self.epochs, budget=s.budget,
-                       critique_successes=self.critique_successes, critique_mode=self.critique)
+                       critique_successes=self.critique_successes, critique_mode=self.critique, checks=checks,
+                       max_demos=self.max_demos, proposals=self.proposals)
         outcome = self.executor.submit(run_partition_job, job).result()
         for role, by_model in outcome["usage"].items():
             s.meters[role].absorb(by_model)

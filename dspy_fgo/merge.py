@@ -5,7 +5,10 @@ predictor that sees each candidate's text and its score; a larger group is clust
 floor(sqrt(n)) clusters, each merged recursively, and the cluster results are merged the same
 way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
 paper's ablation that merges everything at once). Every merged node is validated on the union of
-its children's examples.
+its children's checks (the held-out examples their partitions were judged on): it is accepted
+only when it scores at least as well there as its best child; otherwise the merge is asked once
+more, and if that loses too the node keeps its best child. A small optimizer's merge is trusted
+only as far as the evidence goes.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor, is_text_key
 from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.divide import clusters_of
-from dspy_fgo.reflect import Budget, clean_instruction, clip
+from dspy_fgo.guards import clean_instruction
+from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime
 from dspy_fgo.signatures import MergeInstructions
 
 logger = logging.getLogger("dspy_fgo")
+
+MERGE_GROWTH = 1.3  # a merged text may be at most this times its longest child's
 
 
 @dataclass
@@ -35,12 +41,17 @@ class MergeNode:
     id: int
     candidate: Candidate
     examples: list[int]  # trainset positions covered by this node
-    score: float  # validation score on ``examples``
+    score: float  # validation score on ``checks``
     children: list[int] = field(default_factory=list)
     level: int = 0  # 0 for leaves (optimized partitions)
-    made_by: str = "leaf"  # "leaf", "llm_merge", or "identical" (children agreed: no call)
+    # "leaf"; "llm_merge" or "llm_merge_retry" (accepted on the first or second ask); "identical"
+    # (children's texts agreed: no call); "best_child" (every merge lost to it); "budget_exhausted"
+    made_by: str = "leaf"
     merge_calls: int = 0
     partition: str | None = None  # leaves only
+    checks: list = field(default_factory=list)  # keys of the held-out examples the node is judged on
+    child_scores: list = field(default_factory=list)  # each child's score on ``checks``, as ``children``
+    attempts: list = field(default_factory=list)  # each merged text's score on ``checks``
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -98,8 +109,10 @@ class ProgressiveMerge:
         self.tree = MergeTree()
         self.on_node: Callable[[MergeNode], None] = lambda node: None  # progress display
 
-    def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str) -> MergeNode:
-        return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition)
+    def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str,
+             checks: Sequence = ()) -> MergeNode:
+        return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition,
+                             checks=list(checks))
 
     def run(self, leaves: Sequence[MergeNode]) -> MergeNode:
         self._merge(list(leaves))
@@ -122,51 +135,73 @@ class ProgressiveMerge:
     def _merge_group(self, nodes: list[MergeNode]) -> MergeNode:
         """One merge node (reused from the checkpoint when it was made before)."""
         examples = sorted(i for node in nodes for i in node.examples)
-        key = fingerprint([n.candidate for n in nodes], examples)[:20]
+        checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
+        key = fingerprint([n.candidate for n in nodes], examples, checks)[:20]
         made = self.checkpoint.load("merge", key) if self.checkpoint else None
         if made is None:
-            made = self._make(nodes, examples)
+            made = self._make(nodes, checks)
             if self.checkpoint and made["made_by"] != "budget_exhausted":
                 self.checkpoint.save("merge", key, made)
-        logger.info("merged %d candidates on %d examples: score %.2f (%s)", len(nodes), len(examples),
+        logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(checks),
                     made["score"], made["made_by"])
-        node = self.tree.add(examples=examples, children=[n.id for n in nodes],
+        node = self.tree.add(examples=examples, checks=checks, children=[n.id for n in nodes],
                              level=1 + max(n.level for n in nodes), **made)
         self.on_node(node)
         return node
 
-    def _make(self, nodes: list[MergeNode], examples: list[int]) -> dict:
-        """An LLM merge per predictor on which the children differ, then validation on the union."""
+    def _make(self, nodes: list[MergeNode], checks: list) -> dict:
+        """Merge the children's texts (and demos), then keep the merge only if it does not lose to
+        the best child on the union of their checks; ask once more if it does, then keep that child."""
         if self.rt.exhausted():
             # Out of budget: keep the child with the most evidence, unvalidated on the union.
-            best = max(nodes, key=lambda n: (n.score * len(n.examples), len(n.examples)))
+            best = max(nodes, key=lambda n: (n.score * len(n.checks), len(n.checks)))
             self.counters.add("merges_skipped_for_budget")
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
+        items = self.items_of(checks)
+        child_scores = self.rt.map(lambda n: self.rt.score(n.candidate, items), nodes)
+        best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
         texts = [k for k in differing if is_text_key(k)]
-        merged = dict(zip(texts, self.rt.map(lambda name: self._merge_text(name, nodes), texts)))
-        merged.update({k: merge_demos(k, nodes) for k in differing if not is_text_key(k)})
-        candidate = {k: merged.get(k, next(n.candidate[k] for n in nodes if k in n.candidate)) for k in keys}
-        return {"candidate": candidate, "score": self.rt.score(candidate, self.items_of(examples)),
-                "made_by": "llm_merge" if texts else "identical", "merge_calls": len(texts)}
+        demos = {k: merge_demos(k, nodes) for k in differing if not is_text_key(k)}
+        attempts, calls = [], 0
+        for attempt in range(2 if texts else 1):
+            merged = dict(zip(texts, self.rt.map(lambda name: self._merge_text(name, nodes, attempt), texts)))
+            calls += len(texts)
+            candidate = {k: merged.get(k, demos.get(k, next(n.candidate[k] for n in nodes if k in n.candidate)))
+                         for k in keys}
+            score = self.rt.score(candidate, items)
+            attempts.append(score)
+            if score >= child_scores[best]:
+                made_by = "identical" if not texts else ("llm_merge" if attempt == 0 else "llm_merge_retry")
+                return {"candidate": candidate, "score": score, "made_by": made_by, "merge_calls": calls,
+                        "child_scores": child_scores, "attempts": attempts}
+        self.counters.add("merges_lost_to_best_child")
+        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child",
+                "merge_calls": calls, "child_scores": child_scores, "attempts": attempts}
 
-    def _merge_text(self, name: str, nodes: list[MergeNode]) -> str:
+    def _merge_text(self, name: str, nodes: list[MergeNode], attempt: int = 0) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)
         nodes = [node for node in nodes if name in node.candidate]
         listing = "\n\n".join(
-            f"## Instruction {i + 1} (score {node.score:.2f} on {len(node.examples)} tasks)\n"
+            f"## Instruction {i + 1} (score {node.score:.2f} on {len(node.checks) or len(node.examples)} tasks)\n"
             f"{clip(node.candidate[name], per_item)}"
             for i, node in enumerate(nodes)
         )
         if any(len(node.candidate[name]) > per_item for node in nodes):
             self.counters.add("prompts_clipped")
-        answer = self.rt.ask(MergeInstructions, step=describe_predictor(self.program, name), candidates=listing)
+        # Abstract, not concatenate: the merge may be at most a little longer than its longest child.
+        limit = max(200, int(MERGE_GROWTH * max(len(node.candidate[name]) for node in nodes)))
+        answer = self.rt.ask(MergeInstructions, rollout=attempt, step=describe_predictor(self.program, name),
+                             candidates=listing, length_limit=f"{limit} characters")
         merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget)
+        if merged is not None and len(merged) > limit:
+            self.counters.add("merges_too_long")
+            merged = None
         if merged is None:
             # Fall back to the child with the most evidence: never lose a good instruction to a bad merge.
             self.counters.add("merges_rejected")
-            best = max(nodes, key=lambda n: (n.score * len(n.examples), len(n.examples)))
+            best = max(nodes, key=lambda n: (n.score * len(n.checks or n.examples), len(n.checks or n.examples)))
             return best.candidate[name]
         return merged
 

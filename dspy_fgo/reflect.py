@@ -1,17 +1,21 @@
-"""Algorithm 1 of the paper as three steps: explore, critique, rewrite.
+"""Algorithm 1 of the paper, selecting on evidence: explore, learn lessons, propose, accept out of sample.
 
-FGO runs it on each partition; the baselines (All-at-once, Batch-wise, Bootstrapping) run the same
-steps on other slices of the trainset, so there is one implementation of each step.
+Each partition's examples are split in two: the runs the optimizer learns from (``train``) and the
+examples a change is judged on (``checks``: the valset's examples of the partition's kind, or a
+held-out fold). One epoch critiques the current runs, distills the critiques into lessons, asks
+for several proposals (distinct rollouts, so DSPy's cache does not hand back the same text), and
+accepts the best one only when it gets more held-out examples right than the current candidate.
+A proposal is never judged on the examples it was written from: a small optimizer's text is
+trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
+kept when they do not lose on the checks. A partition stops as soon as an epoch accepts nothing:
+its runs, and so its lessons, would be the same next epoch.
 
-Every optimizer prompt is built to fit a character budget derived from the optimizer model's
-context window: runs are clipped and, past the budget, dropped (failures are kept first), and the
-report counts how often that happened. That is what keeps FGO's prompts bounded however large the
-trainset.
+The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
+lessons and rewrite, without the acceptance test, as in the paper.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -19,42 +23,35 @@ import dspy
 
 from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
+from dspy_fgo.demos import demo_count, demos_from_runs
+from dspy_fgo.guards import clean_instruction, copies_examples
+from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
+from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
-from dspy_fgo.signatures import CritiqueRun, CritiqueRuns, RewriteInstruction
+from dspy_fgo.signatures import RewriteInstruction
 
-CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
-PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing
-CRITIQUE_MAX_TOKENS = 300  # a critique is a few sentences; a cap keeps a rambling model from stalling a run
-COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
-
-
-@dataclass
-class Budget:
-    """How much text the optimizer LM may be shown in one call."""
-
-    max_prompt_tokens: int = 6000
-    max_run_chars: int = 1500  # one run (trajectory) as shown to the optimizer
-    max_instruction_chars: int = 4000
-
-    @property
-    def chars(self) -> int:
-        return max(1000, (self.max_prompt_tokens - PROMPT_OVERHEAD_TOKENS) * CHARS_PER_TOKEN)
+Items = Sequence[tuple[Any, dspy.Example]]
 
 
 @dataclass
 class EpochRecord:
     epoch: int
-    score: float
+    score: float  # the kept candidate's score on the checks (held-out) after this epoch
     candidate: Candidate
-    critiques: int = 0
+    critiques: int = 0  # runs critiqued this epoch
+    train_score: float | None = None  # the kept candidate's score on the runs learned from
+    lessons: str = ""
+    proposals: list[dict] = field(default_factory=list)  # {"kind", "score", "accepted", "reason", "text"}
 
 
 @dataclass
 class ReflectResult:
-    candidate: Candidate  # the best candidate seen
-    score: float  # its score on the examples it was optimized on
+    candidate: Candidate  # the best candidate kept
+    score: float  # its score on the checks
     baseline_score: float  # the starting candidate's score there
     history: list[EpochRecord] = field(default_factory=list)
+    task_description: str = ""
+    checks: list = field(default_factory=list)  # keys of the examples changes were judged on
 
 
 def result_to_dict(result: ReflectResult) -> dict:
@@ -64,201 +61,121 @@ def result_to_dict(result: ReflectResult) -> dict:
 def result_from_dict(data: dict) -> ReflectResult:
     history = [EpochRecord(**h) for h in data.get("history", [])]
     return ReflectResult(candidate=data["candidate"], score=data["score"], baseline_score=data["baseline_score"],
-                         history=history)
+                         history=history, task_description=data.get("task_description", ""),
+                         checks=data.get("checks", []))
 
 
-def clip(text: str, limit: int) -> str:
-    """Shorten ``text`` to ``limit`` characters, keeping its head and tail."""
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    half = max(0, limit // 2 - 10)
-    return f"{text[:half]} [... {len(text) - 2 * half} chars cut ...] {text[-half:]}"
+def hold_out(items: Items) -> tuple[list, list]:
+    """(train, checks) when no valset examples are given: every third example is held out; with
+    fewer than 3 examples there is nothing to spare, and changes are judged on the examples themselves."""
+    items = list(items)
+    if len(items) < 3:
+        return items, items
+    return [x for i, x in enumerate(items) if i % 3 != 2], items[2::3]
 
 
-def format_run(trajectory: Trajectory, limit: int, counters: Counters | None = None) -> str:
-    """A run as the optimizer reads it: inputs, each step's outputs, the gold labels, the score."""
-    example = trajectory.example
-    inputs = example.inputs().toDict()
-    labels = answered_labels(example.labels().toDict(), trajectory)
-    lines = [f"Input: {_fields(inputs)}"]
-    steps = trajectory.steps
-    agent = getattr(trajectory.prediction, "trajectory", None)
-    if isinstance(agent, dict) and agent:
-        # A ReAct-style agent: show its own step log (thoughts, tool calls, observations) once,
-        # rather than every call of its loop predictor, whose inputs repeat the log so far.
-        lines.append("Agent steps:")
-        lines += agent_log(agent, int(limit * 0.7), counters)
-        steps = [step for step in steps if "trajectory" not in step.inputs]
-    for step in steps:
-        lines.append(f"Step `{step.predictor}` output: {_fields(step.outputs)}")
-    if trajectory.error:
-        lines.append(f"Error: {trajectory.error}")
-    lines.append(f"Expected: {_fields(labels)}")
-    lines.append(f"Score: {trajectory.score:.2f}")
-    if trajectory.feedback:
-        lines.append(f"Metric feedback: {trajectory.feedback}")
-    return clip("\n".join(lines), limit)
+def optimize_module(
+    rt: Runtime,
+    program: dspy.Module,
+    start: Candidate,
+    items: Items,
+    *,
+    epochs: int,
+    budget: Budget,
+    counters: Counters,
+    critique_successes: int = 1,
+    critique_mode: str = "batch",
+    checks: Items | None = None,
+    max_demos: int = 0,
+    proposals: int = 3,
+) -> ReflectResult:
+    """Algorithm 1 on ``items``, changes judged on ``checks`` (default: a held-out fold of ``items``)."""
+    train, checks = (list(items), list(checks)) if checks else hold_out(items)
+    if checks is train or set(k for k, _ in checks) & set(k for k, _ in train):
+        counters.add("partitions_judged_in_sample")
+    examples = [example for _, example in train]
+    current = dict(start)
+    runs = rt.evaluate(current, train)
+    score = rt.score(current, checks)
+    baseline = score
+    first = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
+    history = [first]
+    rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
 
+    if max_demos and not rt.exhausted():
+        demos = demos_from_runs(current, runs, max_demos)
+        if demos:
+            trial = {**current, **demos}
+            trial_score = rt.score(trial, checks)
+            accepted = trial_score >= score  # demos from successful runs are evidence already: ties keep them
+            counters.add("demos_accepted" if accepted else "demos_rejected")
+            first.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
+                                    "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
+            if accepted:
+                current, score = trial, trial_score
+                runs = rt.evaluate(current, train)
+                first.candidate, first.score, first.train_score = current, score, mean_score(runs)
 
-def answered_labels(labels: dict, trajectory: Trajectory) -> dict:
-    """The gold labels for the program's own outputs; all labels when none match.
-
-    Metadata beside the answer (an id, a task name, alternative targets) is left out: the 1.5B
-    optimizer copied such a line ("answer: b; task: hyperbaton; ...; id=1537") as an instruction.
-    """
-    outputs = set(trajectory.prediction.keys()) if hasattr(trajectory.prediction, "keys") else set()
-    for step in trajectory.steps:
-        outputs |= set(step.outputs)
-    return {k: v for k, v in labels.items() if k in outputs} or labels
-
-
-_AGENT_KEY = re.compile(r"^(thought|tool_name|tool_args|observation)_(\d+)$")
-
-
-def agent_log(agent: dict, limit: int, counters: Counters | None = None) -> list[str]:
-    """An agent's steps, one line each, within ``limit`` characters.
-
-    When the whole log does not fit, the steps that matter stay: the first (the plan), the last
-    two (where the answer was decided), and every step whose tool failed, with its neighbours;
-    each run of the others becomes one line naming the tools it called. Observations are clipped
-    to share the room. ``counters`` gets how many runs were shortened and how many steps were cut.
-    """
-    steps: dict[int, dict] = {}
-    for key, value in agent.items():
-        match = _AGENT_KEY.match(key)
-        if match:
-            steps.setdefault(int(match[2]), {})[match[1]] = value
-
-    def line(i: int, room: int) -> str:
-        step = steps[i]
-        call = f"{step.get('tool_name', '?')}({_fields(step.get('tool_args') or {})})"
-        return clip(f"  step {i}: thought: {step.get('thought', '')} | call: {call} | "
-                    f"observation: {step.get('observation', '')}", room)
-
-    order = sorted(steps)
-    full = [line(i, 10 ** 9) for i in order]
-    if sum(len(x) + 1 for x in full) <= limit:
-        return full
-    failed = {i for i in order if "error" in str(steps[i].get("observation", ""))[:80].lower()}
-    keep = {order[0], *order[-2:]} | {j for i in failed for j in (i - 1, i, i + 1)}
-    kept = [i for i in order if i in keep]
-    room = max(120, limit // max(1, len(kept)) - 60)
-    lines, skipped = [], []
-    for i in order + [None]:
-        if i is not None and i not in keep:
-            skipped.append(i)
-            continue
-        if skipped:
-            tools = ", ".join(str(steps[j].get("tool_name", "?")) for j in skipped)
-            lines.append(f"  [steps {skipped[0]}-{skipped[-1]} cut to fit: they called {tools}]")
-            skipped = []
-        if i is not None:
-            lines.append(line(i, room))
-    if counters is not None:
-        counters.add("agent_runs_shortened")
-        counters.add("agent_steps_cut", len(order) - len(kept))
-    return lines
-
-
-def _fields(values: dict[str, Any]) -> str:
-    return "; ".join(f"{k}={v!r}" if not isinstance(v, str) else f"{k}: {v}" for k, v in values.items())
-
-
-def instructions_text(candidate: Candidate) -> str:
-    return "\n".join(f"[{name}] {text}" for name, text in candidate.items() if is_text_key(name))
-
-
-def pick_for_critique(trajectories: Sequence[Trajectory], successes: int) -> list[Trajectory]:
-    """All failures, and the first few successes so the optimizer also learns what works."""
-    failures = [t for t in trajectories if t.score < 1.0]
-    wins = [t for t in trajectories if t.score >= 1.0][:successes]
-    return failures + wins
-
-
-def critique(
-    rt: Runtime, candidate: Candidate, trajectories: Sequence[Trajectory], budget: Budget, counters: Counters
-) -> dict[Any, str]:
-    """One optimizer call per run (the paper's evaluator); returns critiques by example key."""
-    shown = instructions_text(candidate)
-    if len(shown) > budget.chars // 2:
-        counters.add("prompts_clipped")
-        shown = clip(shown, budget.chars // 2)
-    run_limit = min(budget.max_run_chars * 2, budget.chars - len(shown))
-
-    def one(trajectory: Trajectory):
-        answer = rt.ask(CritiqueRun, max_tokens=CRITIQUE_MAX_TOKENS, program_instructions=shown,
-                        run=format_run(trajectory, run_limit, counters))
-        return trajectory.key, (answer.critique.strip() if answer is not None else "")
-
-    critiques = dict(rt.map(one, trajectories))
-    counters.add("critique_calls_failed", sum(1 for c in critiques.values() if not c))
-    return {k: v for k, v in critiques.items() if v}
-
-
-def critique_batch(
-    rt: Runtime, candidate: Candidate, trajectories: Sequence[Trajectory], budget: Budget, counters: Counters
-) -> str:
-    """One optimizer call over all the runs (fitted to the budget): fewer calls than one per run."""
-    shown = clip(instructions_text(candidate), budget.chars // 4)
-    runs = runs_digest(trajectories, {}, budget.chars - len(shown), budget, counters)
-    answer = rt.ask(CritiqueRuns, max_tokens=2 * CRITIQUE_MAX_TOKENS, program_instructions=shown, runs=runs)
-    if answer is None or not answer.critique.strip():
-        counters.add("critique_calls_failed")
-        return ""
-    return answer.critique.strip()
-
-
-def runs_digest(
-    trajectories: Sequence[Trajectory], critiques: dict[Any, str], limit: int, budget: Budget, counters: Counters
-) -> str:
-    """Runs and critiques in one text that fits ``limit`` characters; failures first."""
-    ordered = sorted(trajectories, key=lambda t: (t.score >= 1.0, t.key not in critiques))
-    blocks, used = [], 0
-    for i, trajectory in enumerate(ordered):
-        block = format_run(trajectory, budget.max_run_chars, counters)
-        if trajectory.key in critiques:
-            block += "\nCritique: " + clip(critiques[trajectory.key], budget.max_run_chars // 2)
-        block = f"### Run {i + 1}\n{block}\n"
-        if used + len(block) > limit:
-            counters.add("runs_dropped_from_prompts", len(ordered) - i)
+    task = ""
+    for epoch in range(1, epochs + 1):
+        if (score >= 1.0 and mean_score(runs) >= 1.0) or rt.exhausted():
+            break  # nothing left to learn here, or no budget left to learn it with
+        if not task:
+            task = describe_task(rt, program, current, train, budget)
+        lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
+        shown = exemplar_runs(runs, epoch, budget, counters)
+        texts = rt.map(lambda i: propose(rt, program, current, task, history, lessons, shown, budget, counters,
+                                         examples, rollout=(epoch - 1) * proposals + i), range(proposals))
+        fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
+        counters.add("proposals_made", len(fresh))
+        scores = rt.map(lambda t: rt.score(dict(t), checks), fresh)
+        best = max(range(len(fresh)), key=lambda i: scores[i], default=None)
+        accepted = best is not None and scores[best] > score  # at least one more held-out example right
+        records = []
+        for i, text in enumerate(fresh):
+            won = accepted and i == best
+            counters.add("proposals_accepted" if won else "proposals_rejected_out_of_sample")
+            records.append({"kind": "instruction", "score": scores[i], "accepted": won,
+                            "reason": _verdict(won, scores[i], score, ">"),
+                            "text": clip(_instructions(dict(text)), 600)})
+        if accepted:
+            current, score = dict(fresh[best]), scores[best]
+            runs = rt.evaluate(current, train)
+        history.append(EpochRecord(epoch=epoch, score=score, candidate=current, critiques=critiqued,
+                                   train_score=mean_score(runs), lessons=lessons, proposals=records))
+        rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
+        if not accepted:
+            counters.add("partitions_converged")
             break
-        blocks.append(block)
-        used += len(block)
-    return "\n".join(blocks) if blocks else "(no runs)"
+    return ReflectResult(candidate=current, score=score, baseline_score=baseline, history=history,
+                         task_description=task, checks=[k for k, _ in checks])
 
 
-def rewrite(
+def propose(
     rt: Runtime,
     program: dspy.Module,
     candidate: Candidate,
-    score: float,
-    trajectories: Sequence[Trajectory],
-    critiques: dict[Any, str],
+    task: str,
     history: Sequence[EpochRecord],
+    lessons: str,
+    shown_runs: str,
     budget: Budget,
     counters: Counters,
-    overall: str = "",
     examples: Sequence[dspy.Example] = (),
-) -> Candidate:
-    """Ask the optimizer for a new instruction per predictor; keep the old one on a bad answer,
-    including one that copies text particular to some of ``examples`` (see ``copies_examples``)."""
+    rollout: int | None = None,
+) -> Candidate | None:
+    """One proposal: a new instruction per predictor (the old one kept where the answer is bad).
+
+    None when no predictor got a usable instruction. A text that leaks the prompt or copies text
+    particular to some of ``examples`` is refused (``dspy_fgo.guards``)."""
 
     def one(name: str) -> tuple[str, str]:
-        current = clip(candidate[name], budget.max_instruction_chars)
-        past = "\n".join(
-            f"- score {r.score:.2f}: {clip(r.candidate.get(name, ''), 600)}" for r in history[-4:-1]
-        ) or "(none)"
-        lessons = f"Critique of these runs:\n{clip(overall, budget.chars // 4)}\n\n" if overall else ""
-        room = budget.chars - len(current) - len(past) - len(lessons) - 200
         step = describe_predictor(program, name)
-        answer = rt.ask(
-            RewriteInstruction,
-            step=step,
-            current_instruction=f"(score {score:.2f})\n{current}",
-            past_instructions=past,
-            runs_and_critiques=lessons + runs_digest(trajectories, critiques, room, budget, counters),
-        )
+        answer = rt.ask(RewriteInstruction, rollout=rollout, step=step,
+                        task_description=task or "(not described)",
+                        current_instruction=clip(candidate[name], budget.max_instruction_chars),
+                        score_history=score_history(history, name),
+                        lessons=lessons or "(none)", example_runs=shown_runs)
         proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget, step)
         if proposal is None:
             counters.add("proposals_rejected")
@@ -268,99 +185,20 @@ def rewrite(
             return name, candidate[name]
         return name, proposal
 
-    return {**candidate, **dict(rt.map(one, [k for k in candidate if is_text_key(k)]))}
+    names = [k for k in candidate if is_text_key(k)]
+    new = {**candidate, **dict(rt.map(one, names))}
+    return new if any(new[k] != candidate[k] for k in names) else None
 
 
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example],
-                    min_words: int = COPY_MIN_WORDS) -> bool:
-    """True when ``proposal`` quotes ``min_words`` words in a row from the inputs of some, but not
-    all, of ``examples`` (of the only one, if there is one) that ``current`` does not already hold.
-
-    Text every example shares is the task's own wording and may be quoted; text found in only some
-    examples is about those examples (a question's names, numbers, word lists), and an instruction
-    that carries it has memorized its partition rather than learned the task. The 1.5B optimizer
-    did exactly that on BBH (benchmarks/README.md), and a merge would spread it to every task.
-    """
-    if not examples:
-        return False
-    fresh = _ngrams(proposal, min_words) - _ngrams(current, min_words)
-    if not fresh:
-        return False
-    grams = [_ngrams(_input_text(ex), min_words) for ex in examples]
-    for gram in fresh:
-        holders = sum(gram in g for g in grams)
-        if holders and (holders < len(grams) or len(grams) == 1):
-            return True
-    return False
-
-
-def _input_text(example: dspy.Example) -> str:
-    try:
-        return " ".join(str(v) for v in example.inputs().values())
-    except ValueError:  # no input keys declared: nothing to tell the inputs apart by
-        return ""
-
-
-_FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
-_SCORE_LINE = re.compile(r"^\(score [0-9.]+\)\s*")  # our prompt shows "(score 0.50)" above the instruction
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def clean_instruction(text: str | None, budget: Budget, step: str = "") -> str | None:
-    """The proposed instruction, or None when it is empty, a leak of the prompt (its framing, or
-    ``step``, our description of the step being rewritten), or runaway."""
-    if not text:
-        return None
-    text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
-    text = _SCORE_LINE.sub("", text)  # a small model echoes the score line; the instruction is what follows
-    if len(text) < 8 or len(text) > budget.max_instruction_chars:
-        return None
-    if any(mark in text for mark in ("[[ ##", "### Run ", "Critique:", "step `")):
-        # The model copied our prompt's framing, or wrote about the instruction ("To improve the
-        # instruction for step `self`, we should ...", seen from the 1.5B) instead of writing one.
-        return None
-    if step and _normal(step)[:60] in _normal(text):
-        return None  # it restated our description of the step (seen from the 1.5B on tool texts)
-    return text
-
-
-def optimize_module(
-    rt: Runtime,
-    program: dspy.Module,
-    start: Candidate,
-    items: Sequence[tuple[Any, dspy.Example]],
-    *,
-    epochs: int,
-    budget: Budget,
-    counters: Counters,
-    critique_successes: int = 1,
-    critique_mode: str = "each",
-) -> ReflectResult:
-    """Algorithm 1: explore, critique, rewrite, for ``epochs`` rewrites; keep the best candidate.
-
-    The last rewrite is evaluated too, so ``epochs`` rewrites take ``epochs + 1`` explorations.
-    A perfect score stops early: there is nothing left to learn on these examples.
-    """
-    current, history = dict(start), []
-    for epoch in range(epochs + 1):
-        trajectories = rt.evaluate(current, items)
-        record = EpochRecord(epoch=epoch, score=mean_score(trajectories), candidate=current)
-        history.append(record)
-        rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{record.score:.2f}")
-        if epoch == epochs or record.score >= 1.0 or rt.exhausted():
-            break
-        current = reflect_step(rt, program, current, trajectories, history, budget, counters, critique_successes,
-                               critique_mode)
-    best = max(history, key=lambda r: r.score)  # max keeps the earliest on ties: prefer fewer changes
-    return ReflectResult(candidate=best.candidate, score=best.score, baseline_score=history[0].score, history=history)
+def score_history(history: Sequence[EpochRecord], name: str, last: int = 4) -> str:
+    """What was tried for ``name`` and how it scored on held-out examples: the last few epochs."""
+    lines = []
+    for record in history[-last:]:
+        lines.append(f"- epoch {record.epoch}, kept (held-out score {record.score:.2f}): "
+                     f"{clip(record.candidate.get(name, ''), 300)}")
+        lines += [f"- epoch {record.epoch}, rejected (held-out score {p['score']:.2f})"
+                  for p in record.proposals if p["kind"] == "instruction" and not p["accepted"]]
+    return "\n".join(lines[-2 * last:]) or "(none)"
 
 
 def reflect_step(
@@ -372,42 +210,28 @@ def reflect_step(
     budget: Budget,
     counters: Counters,
     critique_successes: int,
-    critique_mode: str = "each",
+    critique_mode: str = "batch",
 ) -> Candidate:
-    """Critique the runs and rewrite the candidate from them: one update of Algorithm 1.
+    """One unconditional update from the runs (the paper's baselines): lessons, then one rewrite.
 
-    ``critique_mode`` "each" is the paper's evaluator, one call per run; "batch" is one call for
-    all the runs. ``history[-1]`` is the record of ``current``; its critique count is filled in.
+    ``history[-1]`` is the record of ``current``; its critique count and lessons are filled in.
     """
-    chosen = pick_for_critique(trajectories, critique_successes)
-    if critique_mode == "batch":
-        overall, critiques = critique_batch(rt, current, chosen, budget, counters), {}
-        history[-1].critiques = int(bool(overall))
-    else:
-        overall, critiques = "", critique(rt, current, chosen, budget, counters)
-        history[-1].critiques = len(critiques)
-    return rewrite(rt, program, current, history[-1].score, chosen, critiques, history, budget, counters, overall,
-                   examples=[t.example for t in trajectories])
+    lessons, critiqued = lessons_from_runs(rt, current, trajectories, budget, counters, critique_successes,
+                                           critique_mode)
+    history[-1].critiques, history[-1].lessons = critiqued, lessons
+    shown = exemplar_runs(trajectories, len(history), budget, counters)
+    proposal = propose(rt, program, current, "", history, lessons, shown, budget, counters,
+                       examples=[t.example for t in trajectories])
+    return proposal or current
 
 
-DEFAULT_CONTEXT_WINDOW = 8192  # when neither the user nor LiteLLM knows the model's window
+def _frozen(candidate: Candidate) -> tuple:
+    return tuple(sorted(candidate.items()))
 
 
-def context_window(lm: dspy.BaseLM) -> int:
-    """The model's input window in tokens, from LiteLLM's model info, else a safe default."""
-    try:
-        import litellm
-
-        litellm.suppress_debug_info = True  # an unknown model is expected here, not worth a banner
-        info = litellm.get_model_info(lm.model)
-        return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_CONTEXT_WINDOW)
-    except Exception:
-        return DEFAULT_CONTEXT_WINDOW
+def _instructions(candidate: Candidate) -> str:
+    return "\n".join(f"[{k}] {v}" for k, v in candidate.items() if is_text_key(k))
 
 
-def budget_for(lm: dspy.BaseLM, max_prompt_tokens: int | None) -> Budget:
-    """The prompt budget for ``lm``: the user's setting, or its window less room for the answer."""
-    if max_prompt_tokens is None:
-        answer_room = int(getattr(lm, "kwargs", {}).get("max_tokens") or 1000)
-        max_prompt_tokens = context_window(lm) - answer_room
-    return Budget(max_prompt_tokens=max_prompt_tokens)
+def _verdict(accepted: bool, new: float, old: float, rule: str) -> str:
+    return f"{'accepted' if accepted else 'rejected'}: held-out {new:.2f} vs {old:.2f} (needs {rule})"

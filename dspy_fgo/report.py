@@ -19,7 +19,9 @@ class PartitionReport:
     score_before: float
     score_after: float
     candidate: dict[str, str]
-    epochs: list[dict] = field(default_factory=list)  # [{"epoch", "score", "critiques"}]
+    epochs: list[dict] = field(default_factory=list)  # [{"epoch", "score", "critiques", "lessons", "proposals"}]
+    task_description: str = ""
+    checks: int = 0  # held-out examples its changes were judged on
 
 
 @dataclass

@@ -173,9 +173,16 @@ class Runtime:
             )
 
     # -- the optimizer model ---------------------------------------------------------------
-    def ask(self, signature: type[dspy.Signature], max_tokens: int | None = None, **inputs) -> dspy.Prediction | None:
-        """One optimizer-LM call; None if it fails (the caller keeps what it had)."""
+    def ask(self, signature: type[dspy.Signature], max_tokens: int | None = None, rollout: int | None = None,
+            **inputs) -> dspy.Prediction | None:
+        """One optimizer-LM call; None if it fails (the caller keeps what it had).
+
+        ``rollout`` asks for a distinct sample of the same prompt: DSPy's ``rollout_id``, offset by
+        the optimizer LM's own (a benchmark seed), so that seeds keep sampling different texts."""
         config = {"max_tokens": max_tokens} if max_tokens else {}
+        if rollout is not None:
+            base = (getattr(self.prompt_lm, "kwargs", None) or {}).get("rollout_id") or 0
+            config["rollout_id"] = int(base) * 1000 + rollout
         with self.slots, self.meters.metered("optimizer", self.prompt_lm):
             try:
                 return dspy.Predict(signature)(**inputs, config=config)

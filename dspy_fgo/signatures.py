@@ -1,4 +1,4 @@
-"""The DSPy signatures FGO speaks to the optimizer LM: critique, rewrite, merge.
+"""The DSPy signatures FGO speaks to the optimizer LM: describe the task, critique, distill lessons, rewrite, merge.
 
 They follow the paper's prompts (Appendix G, Figures 13, 14 and 16), shortened so that small
 optimizer models answer them reliably.
@@ -34,19 +34,43 @@ class CritiqueRuns(dspy.Signature):
     critique: str = dspy.OutputField(desc="the recurring mistakes, what worked, and the general lessons")
 
 
+class DescribeTask(dspy.Signature):
+    """You read a sample of the tasks one step of an LLM program is given, with their expected
+    outputs, and describe the kind of task in general terms: what is asked, what the answer looks
+    like (its format), and what makes it hard. Do not retell any single example: no names,
+    numbers or sentences taken from one of them. At most 4 sentences."""
+
+    step: str = dspy.InputField(desc="the step's name, inputs and outputs")
+    examples: str = dspy.InputField(desc="a few task inputs with their expected outputs")
+    task_description: str = dspy.OutputField(desc="the kind of task, in general terms")
+
+
+class DistillLessons(dspy.Signature):
+    """You condense critiques of an LLM program's runs into lessons for its instructions.
+
+    Keep only lessons that would help on other tasks of the same kind; merge duplicates; drop
+    anything about one particular example (its names, numbers, wording). Write at most 6 short
+    bullet points, the most important first."""
+
+    critiques: str = dspy.InputField(desc="critiques or lesson lists to condense")
+    lessons: str = dspy.OutputField(desc="at most 6 general, de-duplicated lessons as bullet points")
+
+
 class RewriteInstruction(dspy.Signature):
     """You improve the instruction of one step of an LLM program.
 
-    You see the step, its current instruction with its score, earlier instructions with their scores,
-    and runs of the program with a critique of each. Write a new, complete instruction for this step:
-    keep what works, fix the failures the critiques point to, and state general rules (what the task
-    asks, the exact answer format, what to track, common traps) rather than facts about single
-    examples. Return only the instruction text."""
+    You see the kind of task, the current instruction and how earlier instructions scored, lessons
+    learned from the program's runs, and one or two example runs. Write a new, complete instruction
+    for this step: keep what works, act on the lessons, and state general rules (what the task
+    asks, the exact answer format, common traps). Never mention a particular example's names,
+    numbers or sentences: the instruction must work on new inputs. Return only the instruction."""
 
     step: str = dspy.InputField(desc="the step's name, inputs and outputs")
-    current_instruction: str = dspy.InputField(desc="the instruction to improve, with its score")
-    past_instructions: str = dspy.InputField(desc="earlier instructions and their scores")
-    runs_and_critiques: str = dspy.InputField(desc="program runs, each with its score and a critique")
+    task_description: str = dspy.InputField(desc="the kind of task this step is given")
+    current_instruction: str = dspy.InputField(desc="the instruction to improve")
+    score_history: str = dspy.InputField(desc="earlier instructions and their held-out scores")
+    lessons: str = dspy.InputField(desc="general lessons from critiques of the program's runs")
+    example_runs: str = dspy.InputField(desc="one or two runs, for illustration only")
     new_instruction: str = dspy.OutputField(desc="the improved instruction, complete and self-contained")
 
 
@@ -54,11 +78,15 @@ class MergeInstructions(dspy.Signature):
     """You merge instructions written for the same step of an LLM program.
 
     Each instruction was optimized on a different group of tasks; you see its score on its group and
-    the group's size. Write one instruction that works on all those groups: keep rules shared by
-    several, keep each group's valuable specific rules (saying which kind of task each applies to),
-    and resolve conflicts in favour of the instruction with more evidence (more tasks, higher
-    score). Keep the structure of the originals. Return only the merged instruction text."""
+    the group's size. First analyse: which rules several instructions share, which belong to one
+    kind of task only, which conflict. Then write one instruction that works on all those groups:
+    state the shared rules once, in general terms; keep a group's specific rule only as a short
+    conditional ("for questions that ..., ..."); resolve conflicts in favour of the instruction
+    with more evidence. Abstract, do not concatenate: stay within the length limit. Return only the
+    merged instruction text."""
 
     step: str = dspy.InputField(desc="the step's name, inputs and outputs")
     candidates: str = dspy.InputField(desc="the numbered instructions, each with its score and number of tasks")
-    merged_instruction: str = dspy.OutputField(desc="one instruction for all the groups")
+    length_limit: str = dspy.InputField(desc="the most characters the merged instruction may have")
+    analysis: str = dspy.OutputField(desc="shared rules, group-specific rules, conflicts (brief)")
+    merged_instruction: str = dspy.OutputField(desc="one instruction for all the groups, within the length limit")

@@ -40,12 +40,15 @@ def test_bootstrapping_samples_with_replacement_under_a_seed(task_lm, prompt_lm)
     assert [s["batch"] for s in again.report_.steps] == batches
 
 
-def test_all_at_once_trims_runs_past_the_context_and_says_so(task_lm, prompt_lm):
+def test_all_at_once_distills_every_run_into_a_bounded_prompt_and_says_so(task_lm, prompt_lm):
     trainset = make_examples([f"c{i}" for i in range(40)], per_category=3)
     optimizer, _ = run(AllAtOnce, task_lm, prompt_lm, trainset=trainset, epochs=1, max_prompt_tokens=1500)
     report = optimizer.report_
-    assert report.events["runs_dropped_from_prompts"] > 0
-    assert any("context exceeded" in note for note in report.notes)
+    # Every failed run was critiqued (120 runs, all failing, plus no success) and the critiques of
+    # its groups were condensed, rather than runs being dropped to fit.
+    assert report.events["runs_critiqued"] == 120
+    assert report.events["critiques_distilled"] >= 120 // 6
+    assert any("distilled into lessons" in note for note in report.notes)
     # Every prompt the optimizer saw stayed within the budget (fake LM: ~4 chars per token).
     assert report.usage["optimizer"]["peak_prompt_tokens"] <= 1500
 

@@ -135,7 +135,7 @@ def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
 
 
 def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
-    from dspy_fgo.reflect import copies_examples
+    from dspy_fgo.guards import copies_examples
 
     shared = "If you follow these instructions, do you return to the starting point?"
     examples = [dspy.Example(question=f"{shared} Take {n} steps. Turn left. Take {n + 1} steps backward.").with_inputs("question")
@@ -166,13 +166,13 @@ def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
 
 
 def test_an_echoed_score_line_is_dropped_from_a_rewrite():
-    from dspy_fgo.reflect import Budget, clean_instruction
+    from dspy_fgo.guards import Budget, clean_instruction
 
     assert clean_instruction("(score 0.00)\nExtract the number.", Budget()) == "Extract the number."
 
 
 def test_a_rewrite_that_talks_about_the_instruction_is_refused():
-    from dspy_fgo.reflect import Budget, clean_instruction
+    from dspy_fgo.guards import Budget, clean_instruction
 
     # Both seen from the 1.5B on BBH-15: text about the rewrite, naming our step, not an instruction.
     for text in ("To improve the instruction for step `self`, we should start by identifying the shape.",
@@ -197,7 +197,7 @@ def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
 
 
 def test_the_optimizer_sees_the_expected_answer_not_the_examples_metadata():
-    from dspy_fgo.reflect import format_run
+    from dspy_fgo.prompts import format_run
     from dspy_fgo.runtime import Step, Trajectory
 
     example = dspy.Example(question="Which order? (A) a (B) b", answer="b", task="hyperbaton", targets=["b"],

@@ -6,7 +6,7 @@ import pytest
 from conftest import RULE, exact, make_examples, optimizer_respond
 from dspy_fgo import FGO, AllAtOnce, apply_candidate, read_candidate
 from dspy_fgo.accounting import Counters
-from dspy_fgo.reflect import agent_log
+from dspy_fgo.prompts import agent_log
 from dspy_fgo.tools import describe_tool
 from fakes import FakeLM, field_value
 

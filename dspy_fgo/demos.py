@@ -1,0 +1,47 @@
+"""Demos from FGO's own runs: a run that scored 1 is a demonstration at no extra LM call.
+
+As in DSPy's ``BootstrapFewShot``, each predictor call of a successful run (its inputs and its
+outputs) becomes a demo for that predictor. Demos ride in the candidate as JSON under
+``"<predictor>::demos"``; whether a partition keeps them is decided by validation, like any other
+change (``dspy_fgo.reflect``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from dspy_fgo.candidate import DEMOS, Candidate, is_text_key
+from dspy_fgo.tools import is_tool_key
+from dspy_fgo.runtime import Trajectory
+
+
+def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int) -> Candidate:
+    """``candidate`` with up to ``max_demos`` demos per predictor, taken from runs that scored 1.
+
+    Returns only the demo keys it sets; an empty dict when no run succeeded. Runs are taken in
+    order, so the choice is deterministic; a predictor that a successful run did not call gets none.
+    """
+    predictors = [k for k in candidate if is_text_key(k) and not is_tool_key(k)]
+    found: dict[str, list[dict]] = {name: [] for name in predictors}
+    for trajectory in trajectories:
+        if trajectory.score < 1.0 or trajectory.error:
+            continue
+        for step in trajectory.steps:
+            demos = found.get(step.predictor)
+            if demos is None or len(demos) >= max_demos:
+                continue
+            demo = {**_plain(step.inputs), **_plain(step.outputs), "augmented": True}
+            if demo not in demos:
+                demos.append(demo)
+    return {name + DEMOS: json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
+            for name, demos in found.items() if demos}
+
+
+def demo_count(candidate: Candidate) -> int:
+    return sum(len(json.loads(v)) for k, v in candidate.items() if not is_text_key(k))
+
+
+def _plain(values: dict) -> dict:
+    """JSON-safe field values (a tool's args dict stays a dict; anything else unusual becomes text)."""
+    return json.loads(json.dumps(dict(values), ensure_ascii=False, default=str))

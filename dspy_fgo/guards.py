@@ -1,0 +1,74 @@
+"""Guards on what the optimizer LM writes: a proposal that leaks the prompt or copies an example
+is refused before it is ever evaluated."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import dspy
+
+from dspy_fgo.prompts import Budget
+
+COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example],
+                    min_words: int = COPY_MIN_WORDS) -> bool:
+    """True when ``proposal`` quotes ``min_words`` words in a row from the inputs of some, but not
+    all, of ``examples`` (of the only one, if there is one) that ``current`` does not already hold.
+
+    Text every example shares is the task's own wording and may be quoted; text found in only some
+    examples is about those examples (a question's names, numbers, word lists), and an instruction
+    that carries it has memorized its partition rather than learned the task. The 1.5B optimizer
+    did exactly that on BBH (benchmarks/README.md), and a merge would spread it to every task.
+    """
+    if not examples:
+        return False
+    fresh = _ngrams(proposal, min_words) - _ngrams(current, min_words)
+    if not fresh:
+        return False
+    grams = [_ngrams(_input_text(ex), min_words) for ex in examples]
+    for gram in fresh:
+        holders = sum(gram in g for g in grams)
+        if holders and (holders < len(grams) or len(grams) == 1):
+            return True
+    return False
+
+
+def _input_text(example: dspy.Example) -> str:
+    try:
+        return " ".join(str(v) for v in example.inputs().values())
+    except ValueError:  # no input keys declared: nothing to tell the inputs apart by
+        return ""
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
+_SCORE_LINE = re.compile(r"^\(score [0-9.]+\)\s*")  # our prompt shows "(score 0.50)" above the instruction
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def clean_instruction(text: str | None, budget: Budget, step: str = "") -> str | None:
+    """The proposed instruction, or None when it is empty, a leak of the prompt (its framing, or
+    ``step``, our description of the step being rewritten), or runaway."""
+    if not text:
+        return None
+    text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
+    text = _SCORE_LINE.sub("", text)  # a small model echoes the score line; the instruction is what follows
+    if len(text) < 8 or len(text) > budget.max_instruction_chars:
+        return None
+    if any(mark in text for mark in ("[[ ##", "### Run ", "Critique:", "step `")):
+        # The model copied our prompt's framing, or wrote about the instruction ("To improve the
+        # instruction for step `self`, we should ...", seen from the 1.5B) instead of writing one.
+        return None
+    if step and _normal(step)[:60] in _normal(text):
+        return None  # it restated our description of the step (seen from the 1.5B on tool texts)
+    return text
