@@ -186,12 +186,12 @@ class FGO(ReflectiveOptimizer):
 
     def _optimize_partition(self, s, start, checkpoint, index: int, work):
         """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""
+        partition, check_indices = work
         key = f"{index:04d}"
         saved = checkpoint.load("partition", key) if checkpoint else None
         if saved is not None:
             s.progress.advance(partition=f"{partition.name} (checkpoint)")
             return result_from_dict(saved["result"]), saved["optimizer"]
-        partition, check_indices = work
         items = s.items(partition.indices)
         checks = s.val_items(check_indices) if check_indices else None
         if self.executor is not None:

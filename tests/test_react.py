@@ -39,5 +39,5 @@ def test_fgo_optimizes_a_react_agent():
     assert read_candidate(agent) == before and agent.tools["lookup"].desc == tool_desc
     assert fgo.report_.root["score"] == 1.0
     # The critique saw the agent's real steps: its tool call and the finish.
-    critiques = [p for p in optimizer_lm.prompts if "[[ ## run ## ]]" in p]
+    critiques = [p for p in optimizer_lm.prompts if "[[ ## run ## ]]" in p or "[[ ## runs ## ]]" in p]
     assert critiques and all("call: lookup(key: x) | observation: value of x" in p for p in critiques)

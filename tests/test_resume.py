@@ -48,17 +48,21 @@ KILLED_RUN = textwrap.dedent("""
 def test_sigkill_then_resume_redoes_nothing_finished(tmp_path):
     _, reference, full = compile_fgo()
     directory = str(tmp_path / "ckpt")
-    script = KILLED_RUN.format(tests=TESTS, kill_after=9, directory=directory, cats=CATS)
+    script = KILLED_RUN.format(tests=TESTS, kill_after=11, directory=directory, cats=CATS)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     finished = sorted(p for p in os.listdir(directory) if p.startswith("partition-"))
-    assert finished == ["partition-0000.json", "partition-0001.json"]  # 4 optimizer calls per partition
+    # 5 optimizer calls per partition: describe the task, critique, 3 proposals (one accepted).
+    assert finished == ["partition-0000.json", "partition-0001.json"]
+    saved = json.loads(open(os.path.join(directory, "partition-0000.json")).read())["result"]
+    assert saved["task_description"] and saved["history"][1]["lessons"] and saved["history"][1]["proposals"]
     assert not [p for p in os.listdir(directory) if p.endswith(".tmp")]
 
     fgo, resumed, prompt = compile_fgo(directory)
     assert read_candidate(resumed) == read_candidate(reference)
-    assert prompt.calls == full.calls - 8  # the two finished partitions were not redone
+    assert prompt.calls == full.calls - 10  # the two finished partitions were not redone
     assert any("reused 2" in note for note in fgo.report_.notes)
+    assert fgo.report_.partitions[0].epochs[1]["proposals"] == saved["history"][1]["proposals"]
 
     # A third run reuses everything: the merge nodes were checkpointed too.
     _, again, prompt = compile_fgo(directory)

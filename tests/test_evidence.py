@@ -1,0 +1,103 @@
+"""FGO learns from a weak optimizer by selecting on evidence: bounded prompts, out-of-sample
+acceptance, demos from its own runs (fake LMs: the plumbing, not the quality)."""
+
+import json
+import re
+
+import dspy
+
+from conftest import RULE, exact, make_examples, optimizer_respond, task_respond
+from dspy_fgo import FGO, read_candidate
+from dspy_fgo.demos import demos_from_runs
+from dspy_fgo.runtime import Step, Trajectory
+from fakes import FakeLM, field_value
+
+
+def compile_fgo(trainset, task=task_respond, optimizer=optimizer_respond, valset=None, **settings):
+    prompt = FakeLM(optimizer, model="fake/optimizer")
+    fgo = FGO(metric=exact, task_model=FakeLM(task, model="fake/task"), prompt_model=prompt,
+              partition_by="category", **settings)
+    program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
+    return fgo, program, prompt
+
+
+def test_optimizer_prompts_stay_flat_when_a_partition_grows_tenfold():
+    peaks = []
+    for per_category in (6, 60):
+        fgo, _, prompt = compile_fgo(make_examples(["alpha", "beta"], per_category=per_category), epochs=1,
+                                     max_demos=0)
+        peaks.append(fgo.report_.usage["optimizer"]["peak_prompt_tokens"])
+        # Nothing was dropped unread: every failed run was critiqued, and the critiques distilled.
+        assert fgo.report_.events["runs_critiqued"] >= 2 * per_category * 2 // 3
+    assert fgo.report_.events["critiques_distilled"] > 0
+    assert peaks[1] <= 1.5 * peaks[0], peaks
+
+
+def memorizing_optimizer(fields, messages):
+    """Writes the expected answers of the runs it was shown into the instruction: fits them only."""
+    if "new_instruction" in fields:
+        answers = sorted(set(re.findall(r"Expected: answer: (\w+-\d+)", messages[-1]["content"])))
+        return {"new_instruction": "Answer the question. Known answers: " + " ".join(answers)}
+    return {f: "Look at the answers." for f in fields}
+
+
+def memorized_task(fields, messages):
+    """Right only on questions whose exact answer the instruction spells out."""
+    question = field_value(messages, "question").split()
+    answer = f"{question[0]}-{question[3]}"
+    system = messages[0]["content"]
+    return {"answer": answer if re.search(rf"\b{answer}\b", system) else "unknown"}
+
+
+def test_a_proposal_that_only_fits_the_examples_it_was_shown_is_rejected_out_of_sample():
+    trainset = make_examples(["alpha", "beta"], per_category=4)
+    # Other questions of the same kinds: the held-out examples the proposals are judged on.
+    valset = [ex for ex in make_examples(["alpha", "beta"], per_category=8) if int(ex.answer.split("-")[1]) >= 4]
+    fgo, program, _ = compile_fgo(trainset, task=memorized_task, optimizer=memorizing_optimizer, valset=valset,
+                                  epochs=2, max_demos=0)
+    events = fgo.report_.events
+    assert events["proposals_made"] > 0 and events["proposals_rejected_out_of_sample"] == events["proposals_made"]
+    assert "proposals_accepted" not in events
+    assert read_candidate(program)["self"] == "Given the fields `question`, produce the fields `answer`."
+    epoch = fgo.report_.partitions[0].epochs[1]
+    assert epoch["proposals"] and not any(p["accepted"] for p in epoch["proposals"])
+    # One epoch without an accepted proposal ends the partition: its runs would be the same next time.
+    assert len(fgo.report_.partitions[0].epochs) == 2 and events["partitions_converged"] == 2
+
+
+def test_demos_come_only_from_successful_runs():
+    example = make_examples(["alpha"], per_category=2)
+    runs = [Trajectory(key=i, example=ex, prediction=None, score=float(i == 1),
+                       steps=[Step("self", {"question": ex.question}, {"answer": f"given {i}"})])
+            for i, ex in enumerate(example)]
+    demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4)["self::demos"])
+    assert demos == [{"question": example[1].question, "answer": "given 1", "augmented": True}]
+    assert demos_from_runs({"self": "Answer."}, runs[:1], max_demos=4) == {}
+
+
+def rule_or_demo_task(fields, messages):
+    """Right when the instruction holds the category's rule, or a demo of that category is shown."""
+    question = field_value(messages, "question").split()
+    shown = " ".join(m["content"] for m in messages[1:-1])
+    values = task_respond(fields, messages)
+    if f"{question[0]} question number" in shown:
+        values["answer"] = f"{question[0]}-{question[3]}"
+    return values
+
+
+def test_demos_from_successful_runs_are_kept_when_they_help_and_cost_no_lm_call():
+    trainset = make_examples(["alpha", "beta"], per_category=4)
+    # The start instruction already knows alpha's rule: alpha's runs succeed, beta's fail.
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
+    calls = {}
+    for max_demos in (0, 2):
+        prompt = FakeLM(optimizer_respond, model="fake/optimizer")
+        fgo = FGO(metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
+                  partition_by="category", epochs=0, max_demos=max_demos)
+        program = fgo.compile(student, trainset=trainset)
+        calls[max_demos] = prompt.calls
+    assert calls[2] == calls[0] == 0  # epochs=0: no rewrite, so demos took no optimizer call
+    demos = program.demos
+    assert demos and all(d.question.startswith("alpha") for d in demos)  # only successful runs
+    assert fgo.report_.events["demos_accepted"] == 1
+    assert fgo.report_.partitions[0].epochs[0]["proposals"][0]["kind"] == "demos"
