@@ -7,9 +7,11 @@
 
 The fake LM answers instantly, so this measures the optimizer, not a model: the peak and total
 optimizer prompt tokens (estimated as characters / 4), the runs dropped to fit the optimizer's
-context, LM calls, wall time and peak memory (each cell runs in a fresh process). Every example
-carries a long input (a ~1,500-character trajectory), as agent traces do. FGO uses partitions of
-about 20 examples, so each optimizer prompt sees a bounded slice however large the trainset.
+context, the runs critiqued and the critiques distilled into lessons, LM calls, wall time and peak
+memory (each cell runs in a fresh process). Every example carries a long input (a ~1,500-character
+trajectory), as agent traces do. The trainset has 10 categories, and FGO partitions by category:
+at 60, 600 and 6,000 examples each of its 10 partitions holds 6, 60 and 600 examples, so this
+measures what happens to FGO's prompts when its partitions grow, not when their number does.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 CONTEXT = 128_000  # a large optimizer window (gpt-4o class), so all-at-once can grow before it is trimmed
-PARTITION_SIZE = 20
+KINDS = 10  # categories; FGO's partitions, which grow with the trainset
+BATCH_SIZE = 20  # Batch-wise
 
 
 def make_trainset(n: int):
     import dspy
 
     filler = " ".join(f"step {j}: observed value {j * 7 % 13}." for j in range(70))  # ~1,500 chars
-    return [dspy.Example(question=f"task {i % 50} case {i}. {filler}", answer=f"a{i % 50}", kind=str(i % 50))
+    return [dspy.Example(question=f"task {i % KINDS} case {i}. {filler}", answer=f"a{i % KINDS}", kind=str(i % KINDS))
             .with_inputs("question") for i in range(n)]
 
 
@@ -54,16 +57,17 @@ def run_cell(method: str, n: int) -> dict:
     if method == "MIPROv2":
         return run_mipro(n, trainset, task, prompt, metric)
     optimizer = {
-        "FGO": lambda: FGO(metric=metric, partition_by="random", n_partitions=max(1, n // PARTITION_SIZE), **common),
+        "FGO": lambda: FGO(metric=metric, partition_by="kind", max_demos=0, **common),
         "AllAtOnce": lambda: AllAtOnce(metric=metric, **common),
-        "BatchWise": lambda: BatchWise(metric=metric, batch_size=PARTITION_SIZE, **common),
+        "BatchWise": lambda: BatchWise(metric=metric, batch_size=BATCH_SIZE, **common),
     }[method]()
     start = time.perf_counter()
     optimizer.compile(dspy.Predict("question -> answer"), trainset=trainset)
     wall = time.perf_counter() - start
     report = optimizer.report_
     opt = report.usage["optimizer"]
-    return row(method, n, wall, opt, report.usage["task"]["calls"], report.events.get("runs_dropped_from_prompts", 0))
+    return row(method, n, wall, opt, report.usage["task"]["calls"], report.events.get("runs_critiqued", 0),
+               report.events.get("critiques_distilled", 0))
 
 
 def run_mipro(n, trainset, task, prompt, metric) -> dict:
@@ -83,15 +87,16 @@ def run_mipro(n, trainset, task, prompt, metric) -> dict:
     empty = {"peak_prompt_tokens": 0, "prompt_tokens": 0, "calls": 0}
     opt = by_model[prompt.model].to_dict() if prompt.model in by_model else empty
     task_calls = by_model[task.model].calls if task.model in by_model else 0
-    return row("MIPROv2", n, wall, opt, task_calls, None)
+    return row("MIPROv2", n, wall, opt, task_calls, None, None)
 
 
-def row(method, n, wall, opt: dict, task_calls: int, runs_dropped) -> dict:
+def row(method, n, wall, opt: dict, task_calls: int, critiqued, distilled) -> dict:
     return {
         "method": method, "n": n, "wall_s": round(wall, 1),
         "peak_prompt_tokens": opt["peak_prompt_tokens"], "optimizer_prompt_tokens": opt["prompt_tokens"],
         "optimizer_calls": opt["calls"], "task_calls": task_calls,
-        "runs_dropped": runs_dropped if runs_dropped is not None else "n/a",
+        "runs_critiqued": critiqued if critiqued is not None else "n/a",
+        "critiques_distilled": distilled if distilled is not None else "n/a",
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -120,13 +125,15 @@ def main(argv=None) -> int:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{method:>10} n={n:<6} peak prompt {row['peak_prompt_tokens']:>7} tokens, total "
-                  f"{row['optimizer_prompt_tokens']:>10}, calls {row['optimizer_calls']:>5}, dropped runs "
-                  f"{str(row['runs_dropped']):>6}, {row['wall_s']:>7}s, {row['peak_rss_mb']} MB", flush=True)
+                  f"{row['optimizer_prompt_tokens']:>10}, calls {row['optimizer_calls']:>5}, runs critiqued "
+                  f"{str(row['runs_critiqued']):>6}, {row['wall_s']:>7}s, {row['peak_rss_mb']} MB", flush=True)
     (out / "scaling.json").write_text(json.dumps(rows, indent=2))
     lines = ["| method | trainset | peak optimizer prompt (tokens) | total optimizer prompt tokens | optimizer calls "
-             "| task calls | runs dropped to fit | wall s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+             "| task calls | runs critiqued | critiques distilled | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['n']} | {r['peak_prompt_tokens']} | {r['optimizer_prompt_tokens']} | "
-              f"{r['optimizer_calls']} | {r['task_calls']} | {r['runs_dropped']} | {r['wall_s']} | {r['peak_rss_mb']} |"
+              f"{r['optimizer_calls']} | {r['task_calls']} | {r['runs_critiqued']} | {r['critiques_distilled']} | "
+              f"{r['wall_s']} | {r['peak_rss_mb']} |"
               for r in rows]
     (out / "scaling.md").write_text("Command: `python -m benchmarks.scaling " + " ".join(argv or sys.argv[1:]) +
                                     "`\n\n" + "\n".join(lines) + "\n")

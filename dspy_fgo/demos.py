@@ -1,7 +1,9 @@
 """Demos from FGO's own runs: a run that scored 1 is a demonstration at no extra LM call.
 
 As in DSPy's ``BootstrapFewShot``, each predictor call of a successful run (its inputs and its
-outputs) becomes a demo for that predictor. Demos ride in the candidate as JSON under
+outputs) becomes a demo for that predictor; the room left is filled with labeled examples whose
+run failed (their inputs and gold outputs), for predictors whose every field the example holds,
+as ``BootstrapFewShot``'s ``max_labeled_demos`` does. Demos ride in the candidate as JSON under
 ``"<predictor>::demos"``; whether a partition keeps them is decided by validation, like any other
 change (``dspy_fgo.reflect``).
 """
@@ -11,16 +13,20 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+import dspy
+
 from dspy_fgo.candidate import DEMOS, Candidate, is_text_key
 from dspy_fgo.tools import is_tool_key
 from dspy_fgo.runtime import Trajectory
 
 
-def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int) -> Candidate:
-    """``candidate`` with up to ``max_demos`` demos per predictor, taken from runs that scored 1.
+def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int,
+                    program: dspy.Module | None = None) -> Candidate:
+    """Up to ``max_demos`` demos per predictor: from runs that scored 1, then (given ``program``, to
+    read its signatures) labeled examples of failed runs.
 
-    Returns only the demo keys it sets; an empty dict when no run succeeded. Runs are taken in
-    order, so the choice is deterministic; a predictor that a successful run did not call gets none.
+    Returns only the demo keys it sets; an empty dict when there is nothing to show. Runs are taken
+    in order, so the choice is deterministic.
     """
     predictors = [k for k in candidate if is_text_key(k) and not is_tool_key(k)]
     found: dict[str, list[dict]] = {name: [] for name in predictors}
@@ -34,6 +40,18 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             demo = {**_plain(step.inputs), **_plain(step.outputs), "augmented": True}
             if demo not in demos:
                 demos.append(demo)
+    if program is not None:
+        signatures = {name: p.signature for name, p in program.named_predictors()}
+        for trajectory in trajectories:
+            if trajectory.score >= 1.0 and not trajectory.error:
+                continue
+            example = trajectory.example.toDict()
+            for name, demos in found.items():
+                fields = list(signatures[name].fields) if name in signatures else []
+                if fields and len(demos) < max_demos and all(f in example for f in fields):
+                    demo = _plain({f: example[f] for f in fields})
+                    if demo not in demos:
+                        demos.append(demo)
     return {name + DEMOS: json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
             for name, demos in found.items() if demos}
 

@@ -210,7 +210,7 @@ def merge_demos(key: str, nodes: Sequence[MergeNode]) -> str:
     """The children's demos for one predictor, interleaved (best-scoring child first), deduplicated,
     and capped at the largest child's count, so the merged program stays within the demo limits
     the inner optimizer chose. The node's validation on the union then scores the result."""
-    ranked = sorted(nodes, key=lambda n: (-n.score, n.id))
+    ranked = sorted(nodes, key=lambda n: (-n.score, n.examples))  # not ids: they depend on thread timing
     lists = [json.loads(n.candidate.get(key, "[]")) for n in ranked]
     cap = max(len(demos) for demos in lists)
     merged, seen = [], set()

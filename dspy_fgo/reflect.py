@@ -7,7 +7,7 @@ for several proposals (distinct rollouts, so DSPy's cache does not hand back the
 accepts the best one only when it gets more held-out examples right than the current candidate.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
-kept when they do not lose on the checks. A partition stops as soon as an epoch accepts nothing:
+with labeled examples of failed runs filling the room, kept when they do not lose on the checks. A partition stops as soon as an epoch accepts nothing:
 its runs, and so its lessons, would be the same next epoch.
 
 The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
@@ -103,11 +103,11 @@ def optimize_module(
     rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
 
     if max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, max_demos)
+        demos = demos_from_runs(current, runs, max_demos, program)
         if demos:
             trial = {**current, **demos}
             trial_score = rt.score(trial, checks)
-            accepted = trial_score >= score  # demos from successful runs are evidence already: ties keep them
+            accepted = trial_score >= score  # demos are the partition's own solved examples: ties keep them
             counters.add("demos_accepted" if accepted else "demos_rejected")
             first.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
                                     "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})

@@ -89,7 +89,7 @@ def _log(mlflow, optimizer, report) -> None:
 
 def params(optimizer, report) -> dict[str, str | int | float | bool | None]:
     """The settings as ``fgo.<name>`` params: simple values only, models by name, never secrets."""
-    settings = dict(report.settings) or _settings_of(optimizer)
+    settings = dict(report.settings)
     out: dict[str, Any] = {PREFIX + "method": report.method}
     for key, value in settings.items():
         if _SECRET.search(key):
@@ -97,13 +97,6 @@ def params(optimizer, report) -> dict[str, str | int | float | bool | None]:
         if value is None or isinstance(value, (str, int, float, bool)):
             out[PREFIX + key] = value if not isinstance(value, str) else value[:500]
     return out
-
-
-def _settings_of(optimizer) -> dict[str, Any]:
-    from dspy_fgo.base import plain
-
-    return {k: plain(v) for k, v in vars(optimizer).items()
-            if not k.startswith("_") and k not in ("report_", "partitioner")}
 
 
 def metrics(report) -> dict[str, float]:

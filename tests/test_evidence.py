@@ -73,6 +73,10 @@ def test_demos_come_only_from_successful_runs():
     demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4)["self::demos"])
     assert demos == [{"question": example[1].question, "answer": "given 1", "augmented": True}]
     assert demos_from_runs({"self": "Answer."}, runs[:1], max_demos=4) == {}
+    # With the program's signatures, a failed run's labeled example fills the room after them.
+    program = dspy.Predict("question -> answer")
+    demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4, program=program)["self::demos"])
+    assert demos[1] == {"question": example[0].question, "answer": example[0].answer}
 
 
 def rule_or_demo_task(fields, messages):
@@ -85,19 +89,35 @@ def rule_or_demo_task(fields, messages):
     return values
 
 
-def test_demos_from_successful_runs_are_kept_when_they_help_and_cost_no_lm_call():
+def test_demos_come_from_the_partitions_own_runs_are_kept_when_they_help_and_cost_no_lm_call():
     trainset = make_examples(["alpha", "beta"], per_category=4)
     # The start instruction already knows alpha's rule: alpha's runs succeed, beta's fail.
     student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
-    calls = {}
-    for max_demos in (0, 2):
-        prompt = FakeLM(optimizer_respond, model="fake/optimizer")
-        fgo = FGO(metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
-                  partition_by="category", epochs=0, max_demos=max_demos)
-        program = fgo.compile(student, trainset=trainset)
-        calls[max_demos] = prompt.calls
-    assert calls[2] == calls[0] == 0  # epochs=0: no rewrite, so demos took no optimizer call
-    demos = program.demos
-    assert demos and all(d.question.startswith("alpha") for d in demos)  # only successful runs
-    assert fgo.report_.events["demos_accepted"] == 1
+    prompt = FakeLM(optimizer_respond, model="fake/optimizer")
+    fgo = FGO(metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
+              partition_by="category", epochs=0, max_demos=2)
+    program = fgo.compile(student, trainset=trainset)
+    assert prompt.calls == 0  # epochs=0: no rewrite, so the demos took no optimizer call
+    alpha, beta = (json.loads(p.candidate["self::demos"]) for p in fgo.report_.partitions)
+    # alpha: its successful runs, as the model answered them; beta: no run succeeded, so labeled
+    # examples (inputs and gold answer) of its failed runs fill the room.
+    assert [d["question"].split()[0] for d in alpha] == ["alpha", "alpha"] and all(d["augmented"] for d in alpha)
+    assert [d["question"].split()[0] for d in beta] == ["beta", "beta"] and not any("augmented" in d for d in beta)
+    assert all(set(d) <= {"question", "answer", "augmented"} for d in alpha + beta)  # no label metadata
+    assert fgo.report_.events["demos_accepted"] == 2
     assert fgo.report_.partitions[0].epochs[0]["proposals"][0]["kind"] == "demos"
+    assert program.demos and fgo.report_.partitions[1].score_after > fgo.report_.partitions[1].score_before
+
+
+def test_demos_that_lose_on_the_held_out_examples_are_not_kept():
+    def confused_by_demos(fields, messages):
+        values = task_respond(fields, messages)
+        if len(messages) > 2:  # any demo in the prompt makes this model answer wrong
+            values["answer"] = "unknown"
+        return values
+
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha RULE-beta"))
+    fgo = FGO(metric=exact, task_model=FakeLM(confused_by_demos, model="fake/task"),
+              prompt_model=FakeLM(optimizer_respond), partition_by="category", epochs=0, max_demos=2)
+    program = fgo.compile(student, trainset=make_examples(["alpha", "beta"], per_category=4))
+    assert fgo.report_.events["demos_rejected"] == 2 and not program.demos

@@ -23,7 +23,7 @@ def test_bad_rewrites_leave_the_previous_candidate(task_lm, bad_answer):
         return optimizer_respond(fields, messages)
 
     student = dspy.Predict("question -> answer")
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
     program = fgo.compile(student, trainset=make_examples(["alpha", "beta"]))
     assert read_candidate(program) == read_candidate(student)
     assert fgo.report_.events.get("proposals_rejected", 0) > 0 or fgo.report_.events.get("critique_calls_failed", 0) > 0
@@ -51,18 +51,19 @@ def test_api_keys_never_reach_reports_or_checkpoints(tmp_path, task_lm):
     assert all(secret not in path.read_text() for path in tmp_path.iterdir())
 
 
-def test_llm_output_is_never_executed(task_lm):
+def test_llm_output_is_never_executed(task_lm, tmp_path):
     # An instruction that looks like code stays text: it is applied as an instruction, nothing more.
-    payload = "__import__('os').system('touch /tmp/dspy_fgo_pwned')"
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
 
     def respond(fields, messages):
-        return {f: (f"Answer the question. {payload}" if f != "critique" else "Needs RULE-alpha.") for f in fields}
+        text = f"Answer the question. RULE-alpha RULE-beta {payload}"
+        return {f: (text if f != "critique" else "Needs RULE-alpha.") for f in fields}
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1)
-    fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["alpha", "beta"]))
-    import os
-
-    assert not os.path.exists("/tmp/dspy_fgo_pwned")
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
+    program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["alpha", "beta"]))
+    assert payload in program.signature.instructions  # the output went all the way through, as text
+    assert not marker.exists()
 
 
 class _FlakyOpenAI:
@@ -159,7 +160,7 @@ def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
             return {"new_instruction": "Answer RULE-alpha. Recall: alpha question number 1 about alpha things."}
         return optimizer_respond(fields, messages)
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
     assert read_candidate(program) == read_candidate(dspy.Predict("question -> answer"))
     assert fgo.report_.events["proposals_copying_examples"] >= 1
@@ -190,7 +191,7 @@ def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
         return optimizer_respond(fields, messages)
 
     student = dspy.Predict("question -> answer")
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
     program = fgo.compile(student, trainset=make_examples(["alpha"]))
     assert read_candidate(program) == read_candidate(student)
     assert fgo.report_.events["proposals_rejected"] >= 1

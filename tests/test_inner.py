@@ -39,8 +39,11 @@ def test_fake_inner_teleprompter_per_partition_with_its_own_seed(task_lm, prompt
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS))
     assert sorted(RuleTeleprompter.created) == [10, 11, 12]
     assert set(RULE.findall(program.signature.instructions)) == set(CATS)
-    # Demos were merged coherently: one from each partition, within the largest child's count.
-    assert 1 <= len(program.demos) <= 1
+    # Each partition found one demo of its own category; the merges carried one of them through,
+    # capped at the largest child's count (1), and validated it with the merged instructions.
+    leaves = [json.loads(p.candidate["self" + DEMOS]) for p in fgo.report_.partitions]
+    assert [[d["category"] for d in demos] for demos in leaves] == [[c] for c in CATS]
+    assert len(program.demos) == 1 and program.demos[0].toDict() in [d for demos in leaves for d in demos]
     assert any("demos:" in note for note in fgo.report_.notes)
     assert "self" + DEMOS in fgo.report_.tree[-1]["candidate"]
 
