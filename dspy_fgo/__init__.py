@@ -2,9 +2,9 @@
 
 from dspy_fgo.baselines import AllAtOnce, BatchWise, Bootstrapping
 from dspy_fgo.candidate import apply_candidate, read_candidate
-from dspy_fgo.divide import ByEmbedding, ByKey, Partitioner, RandomSplit
+from dspy_fgo.divide import ByDifficulty, ByEmbedding, ByKey, Imbalanced, Partitioner, RandomSplit
 from dspy_fgo.fgo import FGO
 from dspy_fgo.report import Report
 
-__all__ = ["FGO", "AllAtOnce", "BatchWise", "Bootstrapping", "Report", "Partitioner", "ByKey", "RandomSplit", "ByEmbedding", "read_candidate", "apply_candidate"]
+__all__ = ["FGO", "AllAtOnce", "BatchWise", "Bootstrapping", "Report", "Partitioner", "ByKey", "RandomSplit", "ByEmbedding", "Imbalanced", "ByDifficulty", "read_candidate", "apply_candidate"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Checkpoints: every finished partition and merge node, written atomically as JSON.
+"""Checkpoints: each partition after every epoch, every finished partition and merge node, written
+atomically as JSON.
 
 A compile with ``checkpoint_dir`` writes a manifest holding a fingerprint of its data and
 settings; each finished unit of work is written as ``<kind>-<key>.json`` through a temporary file
@@ -49,11 +50,12 @@ class Checkpoint:
             self._write(manifest, {"fingerprint": run_fingerprint, **description})
         self.reused = 0
 
-    def load(self, kind: str, key: str) -> dict | None:
+    def load(self, kind: str, key: str, finished: bool = True) -> dict | None:
+        """The saved unit, or None; ``finished=False`` for the state of one still in progress."""
         path = self.directory / f"{kind}-{key}.json"
         if not path.exists():
             return None
-        self.reused += 1
+        self.reused += finished
         return json.loads(path.read_text())
 
     def save(self, kind: str, key: str, data: dict) -> None:

@@ -1,7 +1,8 @@
 """Divide: split the trainset into partitions (the paper's Section 3.2, "Divide").
 
 ``partition_by`` may be a field name or an ``example -> key`` callable (category partitioning, as
-the paper does for ALFWorld), ``"random"`` (as for GAIA and LogisticsQA), ``None`` for automatic
+the paper does for ALFWorld), ``"random"`` (as for GAIA and LogisticsQA), ``"difficulty"`` or ``Imbalanced(beta)`` (the paper's
+ablations, Tables 5 and 3), ``None`` for automatic
 (cluster the examples' input text, so similar tasks land together), or a ``Partitioner``.
 Partitions smaller than ``min_size`` are pooled rather than optimized alone, and that is reported.
 """
@@ -86,6 +87,62 @@ class ByEmbedding(Partitioner):
         return {f"cluster-{p}": idx for p, idx in enumerate(ordered)}
 
 
+class Imbalanced(Partitioner):
+    """The paper's imbalanced split (Appendix B): a seeded shuffle dealt into ``n_partitions`` parts
+    of sizes n_i = n * beta^i / sum_j beta^j, so smaller ``beta`` is more skewed (0.6 gives 60
+    examples as [25, 15, 9, 6, 3, 2]); every part keeps at least one example."""
+
+    def __init__(self, beta: float = 0.6):
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta <= 1:
+            raise ValueError(f"beta must be a number in (0, 1]; got {beta!r}")
+        self.beta = float(beta)
+
+    def sizes(self, n: int, parts: int) -> list[int]:
+        weights = [self.beta ** i for i in range(1, parts + 1)]
+        exact = [n * w / sum(weights) for w in weights]
+        sizes = [max(1, int(x)) for x in exact]
+        # Largest remainders first, then trim the biggest parts, so the sizes add up to n.
+        for i in sorted(range(parts), key=lambda i: int(exact[i]) - exact[i]):
+            if sum(sizes) >= n:
+                break
+            sizes[i] += 1
+        while sum(sizes) > n:
+            sizes[sizes.index(max(sizes))] -= 1
+        return sizes
+
+    def split(self, examples, *, n_partitions, seed, embed):
+        n = n_partitions or default_partition_count(len(examples))
+        order = list(range(len(examples)))
+        random.Random(seed).shuffle(order)
+        groups, start = {}, 0
+        for p, size in enumerate(self.sizes(len(examples), n)):
+            groups[f"imbalanced-{p}"] = sorted(order[start:start + size])
+            start += size
+        return groups
+
+
+class ByDifficulty(Partitioner):
+    """The paper's difficulty split (Table 5): run the unoptimized program once on every example,
+    rank the examples from easy to hard (score, then trace length: program steps, then characters
+    of output), and cut the ranking into ``n_partitions`` parts of comparable difficulty.
+
+    The rollout's calls are counted with the task model's, and they are not wasted: each
+    partition's first evaluation reuses them."""
+
+    needs_rollout = True
+
+    def split(self, examples, *, n_partitions, seed, embed, rollout=None):
+        if rollout is None:
+            raise ValueError("ByDifficulty needs a rollout of the program; use it through FGO(partition_by=...)")
+        n = n_partitions or default_partition_count(len(examples))
+        runs = rollout()
+        hardness = {run.key: (-run.score, len(run.steps), sum(len(str(v)) for step in run.steps
+                                                               for v in step.outputs.values()))
+                    for run in runs}
+        order = sorted(range(len(examples)), key=lambda i: (hardness[i], i))
+        return {f"difficulty-{p}": sorted(order[p * len(order) // n:(p + 1) * len(order) // n]) for p in range(n)}
+
+
 def default_partition_count(n_examples: int) -> int:
     """About sqrt(n) partitions, between 2 and 8 (the paper used 4 to 8 on 36 to 60 examples)."""
     return max(1, min(8, round(math.sqrt(n_examples)), n_examples // 2 or 1))
@@ -98,10 +155,12 @@ def resolve_partitioner(partition_by) -> Partitioner:
         return partition_by
     if partition_by == "random":
         return RandomSplit()
+    if partition_by == "difficulty":
+        return ByDifficulty()
     if isinstance(partition_by, str) or callable(partition_by):
         return ByKey(partition_by)
     raise TypeError(
-        "partition_by must be None (automatic), 'random', a field name, a callable example -> key, "
+        "partition_by must be None (automatic), 'random', 'difficulty', a field name, a callable example -> key, "
         f"or a dspy_fgo.Partitioner; got {type(partition_by).__name__}"
     )
 

@@ -18,6 +18,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
+from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -53,8 +54,10 @@ class FGO(ReflectiveOptimizer):
             when they do not lose on its held-out examples); 0 turns demos off.
         proposals: instructions proposed per epoch; the best is accepted only when it gets more of
             the partition's held-out examples right than the current one.
-        checkpoint_dir: write each finished partition and merge node there (atomic JSON); rerunning
-            the same compile resumes without redoing them. Other data or settings are refused.
+        checkpoint_dir: write each partition's state after every epoch, and each finished partition
+            and merge node, there (atomic JSON); rerunning the same compile resumes without redoing
+            them: at most the epoch in flight of each partition in flight. Other data or settings
+            are refused.
         max_lm_calls, max_tokens, max_cost: a soft budget over all roles (``max_cost`` in US dollars,
             by LiteLLM's prices; refused up front for a model LiteLLM cannot price); when reached,
             FGO starts no new work and returns the best program found so far (the report says so).
@@ -130,7 +133,11 @@ class FGO(ReflectiveOptimizer):
         embed = Embedding(self.embedder, s.meters["embedder"], s.counters, seed=self.seed)
 
         with s.stage("divide"):
-            groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed)
+            # A difficulty split runs the program once first; the runs are cached for Algorithm 1.
+            rollout = ({"rollout": lambda: s.rt.evaluate(start, s.items())}
+                       if getattr(self.partitioner, "needs_rollout", False) else {})
+            groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed,
+                                            **rollout)
             partitions, notes = pool_small(groups, self.min_partition_size)
             # Each partition's changes are judged on held-out examples of its kind: the valset's,
             # or (without a valset) a fold of its own examples that its optimizer never sees.
@@ -187,11 +194,17 @@ class FGO(ReflectiveOptimizer):
     def _optimize_partition(self, s, start, checkpoint, index: int, work):
         """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""
         partition, check_indices = work
+        PRIORITY.set(index)  # earlier partitions get LM slots first, so they finish (and are saved) in order
         key = f"{index:04d}"
         saved = checkpoint.load("partition", key) if checkpoint else None
         if saved is not None:
             s.progress.advance(partition=f"{partition.name} (checkpoint)")
             return result_from_dict(saved["result"]), saved["optimizer"]
+        # A partition killed mid-way goes on after its last finished epoch.
+        resume = checkpoint.load("epoch", key, finished=False) if checkpoint and self.executor is None else None
+        if resume is not None:
+            s.counters.add("partitions_resumed_mid_way")
+        on_epoch = (lambda state: checkpoint.save("epoch", key, state)) if checkpoint else None
         items = s.items(partition.indices)
         checks = s.val_items(check_indices) if check_indices else None
         if self.executor is not None:
@@ -202,7 +215,7 @@ class FGO(ReflectiveOptimizer):
             result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
                                          counters=s.counters, critique_successes=self.critique_successes,
                                          critique_mode=self.critique, checks=checks, max_demos=self.max_demos,
-                                         proposals=self.proposals), "FGO"
+                                         proposals=self.proposals, resume=resume, on_epoch=on_epoch), "FGO"
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
@@ -214,8 +227,7 @@ class FGO(ReflectiveOptimizer):
 
     def _optimize_remote(self, s, start, index: int, items, checks):
         """The same work as locally, on the executor; its usage and events join this run's report."""
-        job = make_job(student=s.student, metric=self.metric, task_lm=s.rt.task_lm, prompt_lm=s.rt.prompt_lm,
-                       num_threads=self.num_threads, max_errors=self.max_errors, inner=self.inner,
+        job = make_job(runtime=s.rt.spec(), inner=self.inner,
                        seed=self.seed + index, start=start, items=items, epochs=self.epochs, budget=s.budget,
                        critique_successes=self.critique_successes, critique_mode=self.critique, checks=checks,
                        max_demos=self.max_demos, proposals=self.proposals)

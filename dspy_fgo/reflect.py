@@ -17,7 +17,7 @@ lessons and rewrite, without the acceptance test, as in the paper.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import dspy
 
@@ -88,38 +88,34 @@ def optimize_module(
     checks: Items | None = None,
     max_demos: int = 0,
     proposals: int = 3,
+    resume: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
-    """Algorithm 1 on ``items``, changes judged on ``checks`` (default: a held-out fold of ``items``)."""
+    """Algorithm 1 on ``items``, changes judged on ``checks`` (default: a held-out fold of ``items``).
+
+    After every epoch ``on_epoch`` gets the partition's state as plain JSON (to checkpoint);
+    ``resume`` is such a state, and the run goes on after its last epoch as if never stopped.
+    """
     train, checks = (list(items), list(checks)) if checks else hold_out(items)
     if checks is train or set(k for k, _ in checks) & set(k for k, _ in train):
         counters.add("partitions_judged_in_sample")
     examples = [example for _, example in train]
-    current = dict(start)
-    runs = rt.evaluate(current, train)
-    score = rt.score(current, checks)
-    baseline = score
-    first = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
-    history = [first]
-    rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
+    save = on_epoch or (lambda state: None)
+    if resume is not None:
+        history = [EpochRecord(**h) for h in resume["history"]]
+        task, baseline, stopped = resume["task_description"], resume["baseline_score"], resume["stopped"]
+        current, score = history[-1].candidate, history[-1].score
+        runs = rt.evaluate(current, train) if not stopped else []
+    else:
+        task, stopped = "", False
+        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters)
+        history = [first]
+        save(_state(history, task, baseline, stopped))
+        rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
 
-    if max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, max_demos, program)
-        if demos:
-            trial = {**current, **demos}
-            trial_score = rt.score(trial, checks)
-            accepted = trial_score >= score  # demos are the partition's own solved examples: ties keep them
-            counters.add("demos_accepted" if accepted else "demos_rejected")
-            first.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
-                                    "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
-            if accepted:
-                current, score = trial, trial_score
-                runs = rt.evaluate(current, train)
-                first.candidate, first.score, first.train_score = current, score, mean_score(runs)
-
-    task = ""
-    for epoch in range(1, epochs + 1):
-        if (score >= 1.0 and mean_score(runs) >= 1.0) or rt.exhausted():
-            break  # nothing left to learn here, or no budget left to learn it with
+    for epoch in range(history[-1].epoch + 1, epochs + 1):
+        if stopped or (score >= 1.0 and mean_score(runs) >= 1.0) or rt.exhausted():
+            break  # converged, nothing left to learn here, or no budget left to learn it with
         if not task:
             task = describe_task(rt, program, current, train, budget)
         lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
@@ -146,9 +142,37 @@ def optimize_module(
         rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
         if not accepted:
             counters.add("partitions_converged")
-            break
+            stopped = True  # its runs, and so its lessons, would be the same next epoch
+        save(_state(history, task, baseline, stopped))
     return ReflectResult(candidate=current, score=score, baseline_score=baseline, history=history,
                          task_description=task, checks=[k for k, _ in checks])
+
+
+def _first_epoch(rt, program, start, train, checks, max_demos, counters):
+    """Epoch 0: the start's runs and held-out score, and demos from its runs when they do not lose."""
+    current = dict(start)
+    runs = rt.evaluate(current, train)
+    score = baseline = rt.score(current, checks)
+    record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
+    if max_demos and not rt.exhausted():
+        demos = demos_from_runs(current, runs, max_demos, program)
+        if demos:
+            trial = {**current, **demos}
+            trial_score = rt.score(trial, checks)
+            accepted = trial_score >= score  # demos are the partition's own solved examples: ties keep them
+            counters.add("demos_accepted" if accepted else "demos_rejected")
+            record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
+                                     "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
+            if accepted:
+                current, score = trial, trial_score
+                runs = rt.evaluate(current, train)
+                record.candidate, record.score, record.train_score = current, score, mean_score(runs)
+    return current, score, runs, record, baseline
+
+
+def _state(history: list[EpochRecord], task: str, baseline: float, stopped: bool) -> dict:
+    return {"history": [asdict(h) for h in history], "task_description": task, "baseline_score": baseline,
+            "stopped": stopped}
 
 
 def propose(

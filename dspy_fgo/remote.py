@@ -26,17 +26,19 @@ def run_partition_job(blob: bytes) -> dict:
     """Run Algorithm 1 (or the inner teleprompter) on one partition, wherever this is called."""
     job = cloudpickle.loads(blob)
     meters, counters = Meters(), Counters()
-    rt = Runtime(student=job["student"], metric=job["metric"], task_lm=job["task_lm"], prompt_lm=job["prompt_lm"],
-                 meters=meters, num_threads=job["num_threads"], max_errors=job["max_errors"])
+    rt = Runtime(meters=meters, **job["runtime"])  # the same threads, error limits and budget as at home
+    student = rt.student
     if job["inner"] is not None:
-        result, by = optimize_with_inner(rt, job["inner"], job["seed"], job["student"], job["start"], job["items"],
+        result, by = optimize_with_inner(rt, job["inner"], job["seed"], student, job["start"], job["items"],
                                          job["checks"])
     else:
-        result = optimize_module(rt, job["student"], job["start"], job["items"], epochs=job["epochs"],
+        result = optimize_module(rt, student, job["start"], job["items"], epochs=job["epochs"],
                                  budget=job["budget"], counters=counters,
                                  critique_successes=job["critique_successes"], critique_mode=job["critique_mode"],
                                  checks=job["checks"], max_demos=job["max_demos"], proposals=job["proposals"])
         by = "FGO"
+    if rt.exhausted():
+        counters.add("jobs_stopped_by_budget")
     counters.add("program_errors", rt.program_errors)
     counters.add("metric_errors", rt.metric_errors)
     usage = {role: {model: u.to_dict() for model, u in meter.by_model.items()}

@@ -8,8 +8,12 @@ is never run twice on the same example (merge validation reuses the partition ru
 
 from __future__ import annotations
 
+import contextvars
+import heapq
+import itertools
 import logging
 import threading
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -22,6 +26,38 @@ from dspy_fgo.progress import Progress
 from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key
 
 logger = logging.getLogger("dspy_fgo")
+
+
+# Which work an LM call belongs to: lower goes first. FGO sets a partition's index, so partitions
+# finish (and are checkpointed) in order instead of all advancing in lockstep.
+PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("dspy_fgo_priority", default=0)
+
+
+class PrioritySlots:
+    """At most ``n`` holders at once; a freed slot goes to the waiter with the lowest priority
+    (first come among equals), so no slot idles while work waits, and earlier work finishes first."""
+
+    def __init__(self, n: int):
+        self._free = n
+        self._waiting: list[tuple[int, int]] = []
+        self._tickets = itertools.count()
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, priority: int = 0):
+        with self._cond:
+            ticket = (priority, next(self._tickets))
+            heapq.heappush(self._waiting, ticket)
+            self._cond.wait_for(lambda: self._free > 0 and self._waiting[0] == ticket)
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._cond.notify_all()  # the next waiter may take another free slot
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
 
 
 @dataclass
@@ -78,12 +114,28 @@ class Runtime:
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
         self.max_cost = max_cost
-        self.slots = threading.BoundedSemaphore(num_threads)
+        self.slots = PrioritySlots(num_threads)
         self.progress = Progress(False, meters)  # the optimizer installs its own
         self._cache: dict[tuple[str, Any], Trajectory] = {}
         self._lock = threading.Lock()
         self.program_errors = 0
         self.metric_errors = 0
+
+    def spec(self) -> dict[str, Any]:
+        """What builds an equal Runtime elsewhere (an executor's worker): ``Runtime(meters=..., **spec)``.
+
+        The budgets are what is left of this run's, so a job on another machine stops where this
+        run would; several jobs in flight may together overshoot by their in-flight work, as
+        threads here do (the budget is soft)."""
+        calls, tokens, cost = self.meters.totals()
+
+        def left(limit, used):
+            return None if limit is None else max(0, limit - used)
+
+        return {"student": self.student, "metric": self.metric, "task_lm": self.task_lm, "prompt_lm": self.prompt_lm,
+                "num_threads": self.num_threads, "max_errors": self.max_errors,
+                "max_lm_calls": left(self.max_lm_calls, calls), "max_tokens": left(self.max_tokens, tokens),
+                "max_cost": left(self.max_cost, cost)}
 
     # -- budgets ---------------------------------------------------------------------------
     def exhausted(self) -> bool:
@@ -103,8 +155,10 @@ class Runtime:
         if len(items) <= 1 or self.num_threads <= 1:
             return [fn(item) for item in items]
         parent = thread_local_overrides.get().copy()
+        priority = PRIORITY.get()
 
         def run(item):
+            PRIORITY.set(priority)
             token = thread_local_overrides.set(parent.copy())
             try:
                 return fn(item)
@@ -134,7 +188,7 @@ class Runtime:
         return mean_score(trajectories)
 
     def _run_one(self, program: dspy.Module, names: dict, key: Any, example: dspy.Example) -> Trajectory:
-        with self.slots, dspy.context(trace=[]):
+        with self.slots.hold(PRIORITY.get()), dspy.context(trace=[]):
             try:
                 prediction = program(**example.inputs())
                 error = None
@@ -183,7 +237,7 @@ class Runtime:
         if rollout is not None:
             base = (getattr(self.prompt_lm, "kwargs", None) or {}).get("rollout_id") or 0
             config["rollout_id"] = int(base) * 1000 + rollout
-        with self.slots, self.meters.metered("optimizer", self.prompt_lm):
+        with self.slots.hold(PRIORITY.get()), self.meters.metered("optimizer", self.prompt_lm):
             try:
                 return dspy.Predict(signature)(**inputs, config=config)
             except Exception as exc:

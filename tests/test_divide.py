@@ -74,3 +74,37 @@ def test_embedder_failure_falls_back_with_a_warning(task_lm, prompt_lm, caplog):
     assert fgo.report_.events["embedder_fallbacks"] >= 1
     assert "embedder failed" in caplog.text
     assert fgo.report_.usage["embedder"]["errors"] >= 1
+
+
+def test_imbalanced_split_follows_the_papers_beta_sizes():
+    from dspy_fgo import Imbalanced
+
+    examples = make_examples([f"c{i}" for i in range(20)], per_category=3)  # 60, as the paper's ALFWorld
+    for beta, sizes in ((0.6, [25, 15, 9, 6, 3, 2]), (0.8, [16, 13, 11, 8, 7, 5])):
+        split = Imbalanced(beta).split(examples, n_partitions=6, seed=0, embed=None)
+        assert [len(v) for v in split.values()] == sizes  # Appendix B's figures
+        assert sorted(i for v in split.values() for i in v) == list(range(60))
+    assert Imbalanced(1.0).sizes(60, 6) == [10] * 6
+    assert min(Imbalanced(0.1).sizes(10, 5)) == 1  # every part keeps an example
+    import pytest
+
+    with pytest.raises(ValueError, match="beta must be a number in"):
+        Imbalanced(0)
+
+
+def test_difficulty_split_groups_examples_of_comparable_difficulty(prompt_lm):
+    from conftest import exact, task_respond
+    from fakes import FakeLM
+    from dspy_fgo import FGO
+
+    # The start instruction knows alpha's rule: alpha's questions are easy, the others hard.
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
+    task = FakeLM(task_respond, model="fake/task")
+    fgo = FGO(metric=exact, task_model=task, prompt_model=prompt_lm, partition_by="difficulty", n_partitions=2,
+              epochs=0, max_demos=0)
+    fgo.compile(student, trainset=make_examples(["beta", "alpha", "gamma"], per_category=2))
+    parts = {p.name: p for p in fgo.report_.partitions}
+    assert parts["difficulty-0"].score_before == 1.0 and parts["difficulty-1"].score_before == 0.0
+    # The rollout is reused, not repeated: the 6 runs of the split are every run the compile made
+    # (without a valset the held-out checks are trainset examples too).
+    assert fgo.report_.usage["task"]["calls"] == 6

@@ -11,10 +11,10 @@ from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM
 
 
-def compile_with(executor=None):
+def compile_with(executor=None, **settings):
     fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="fake/task"),
               prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"), partition_by="category", epochs=2,
-              seed=3, executor=executor)
+              seed=3, executor=executor, **settings)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b", "c", "d"]))
     return fgo.report_, read_candidate(program)
 
@@ -42,5 +42,11 @@ def test_dask_local_cluster_equals_threads():
             # The workers import the test helpers by name, as a user's workers import the user's code.
             client.run(lambda: __import__("sys").path.insert(0, __import__("os").path.dirname(__file__)))
             remote_report, remote = compile_with(client.get_executor())
+            # A budget travels with each job: the workers stop where a local run would.
+            budgeted, _ = compile_with(client.get_executor(), max_lm_calls=6)
     assert remote == threaded
     assert remote_report.usage["optimizer"]["calls"] == threaded_report.usage["optimizer"]["calls"]
+    full_calls = sum(u["calls"] for u in remote_report.usage.values())
+    assert sum(u["calls"] for u in budgeted.usage.values()) < full_calls
+    assert budgeted.events["jobs_stopped_by_budget"] > 0
+    assert any("budget reached" in note for note in budgeted.notes)

@@ -119,3 +119,15 @@ def test_cost_budget_refuses_unpriced_models():
         compile_fgo(max_cost=1.0, prompt=FakeLM(optimizer_respond, model="openai/gpt-4o-mini"))
     with pytest.raises(ValueError, match="max_cost must be a positive number"):
         compile_fgo(max_cost=0)
+
+
+def test_sigkill_mid_partition_with_default_threads_redoes_at_most_the_epochs_in_flight():
+    from benchmarks.resume import measure
+
+    # DSPy's cache is off (the fake LMs have cache=False), partitions learn over several epochs,
+    # and the kill lands at 60% of the optimizer calls, while partitions are in flight.
+    (row,) = measure([0.6], latency=0.0)
+    assert row["same_result"]
+    assert row["partitions_resumed_mid_way"] >= 1
+    # At most one epoch (describe + critique + 3 proposals = 5 calls) per partition in flight (4 threads).
+    assert 0 <= row["redone"] <= 4 * 5, row
