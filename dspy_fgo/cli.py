@@ -12,7 +12,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else importing 
 
 
 def demo(args) -> int:
-    """A small FGO vs MIPROv2 comparison on a few BIG-bench tasks, on the embedded local model."""
+    """FGO against MIPROv2 (with demos) on a few BIG-bench tasks, on the embedded local model."""
     import dspy
 
     from dspy_fgo import FGO
@@ -20,39 +20,93 @@ def demo(args) -> int:
     from dspy_fgo.data import bbh_metric, bbh_program, load_bbh, split_bbh
     from dspy_fgo.local import local_lm, serve
 
+    if not args.verbose:
+        _quiet()
     tasks = args.tasks.split(",")
     train, val, test = split_bbh(load_bbh(tasks=tasks), args.n_train, args.n_val, args.n_test)
-    print(f"{len(tasks)} tasks: {len(train)} train, {len(val)} val, {len(test)} test examples; model {args.model}")
+    print(f"What this is: one dspy.Predict program for {len(tasks)} BIG-bench tasks ({', '.join(tasks)}), optimized "
+          f"by FGO (partitioned by task) and by MIPROv2 (instructions and up to 4 demos), on {args.model} served on "
+          f"127.0.0.1; {len(train)} train, {len(val)} validation and {len(test)} test questions.\n"
+          "What it is not: a benchmark. One seed, small budgets, and 60 questions leave a few points of noise "
+          "either way; benchmarks/README.md has the three-seed results.\n", flush=True)
     with serve(args.model) as server:
         task_lm = local_lm(server, temperature=0.0, max_tokens=256)
-        prompt_lm = local_lm(server, temperature=0.7, max_tokens=768, role="optimizer")
+        prompt_lm = local_lm(server, temperature=0.7, max_tokens=512, role="optimizer")
         methods = {
             "unoptimized": lambda p: p,
             "FGO": lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,
-                                 num_threads=2).compile(p, trainset=train, valset=val),
+                                 proposals=2, num_threads=2, progress=True).compile(p, trainset=train, valset=val),
             "MIPROv2": lambda p: dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, auto=None, num_candidates=3,
-                                              max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=2,
+                                              max_bootstrapped_demos=2, max_labeled_demos=2, num_threads=2,
                                               verbose=False).compile(p, trainset=train, valset=val, num_trials=4,
                                                                      minibatch=False),
         }
         rows = []
         for name, optimize in methods.items():
-            print(f"- {name}: optimizing...", flush=True)
             meter = RoleMeter(name)
             start = time.perf_counter()
             with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
-                program = optimize(bbh_program())
+                with _calls_bar(f"{name}: optimizing", meter, enabled=name == "MIPROv2"):
+                    program = optimize(bbh_program())
             wall = time.perf_counter() - start
             with dspy.context(lm=task_lm):
-                score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2, display_progress=False)(program).score
+                score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2,
+                                      display_progress=True)(program).score
             opt = meter.by_model.get(prompt_lm.model)
             rows.append((name, score, wall, opt.calls if opt else 0, opt.prompt_tokens if opt else 0))
-            print(f"  test accuracy {score:.1f}%, compile {wall:.0f}s", flush=True)
+            print(f"{name}: test accuracy {score:.1f} %, compile {wall:.0f} s", flush=True)
     print("\n| method | test accuracy | compile s | optimizer calls | optimizer prompt tokens |\n|---|---|---|---|---|")
     for name, score, wall, calls, tokens in rows:
         print(f"| {name} | {score:.1f} % | {wall:.0f} | {calls} | {tokens} |")
-    print(f"\n({len(test)} test questions: a demo, not a benchmark; see benchmarks/ for that)")
+    print(f"\n({len(test)} test questions, one seed: a difference of a few points is noise; see benchmarks/ for "
+          "three seeds)")
     return 0
+
+
+def _quiet() -> None:
+    """DSPy's, MIPROv2's, Optuna's and LiteLLM's log lines off: the demo prints progress bars and a table."""
+    import logging
+
+    for name in ("dspy", "optuna", "LiteLLM", "litellm", "httpx", "dspy_fgo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    except ImportError:
+        pass
+
+
+class _calls_bar:
+    """A progress bar counting a meter's LM calls while a block runs (for optimizers without bars)."""
+
+    def __init__(self, label: str, meter, enabled: bool):
+        self.label, self.meter, self.enabled = label, meter, enabled
+
+    def __enter__(self):
+        if self.enabled:
+            import threading
+
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc=self.label, unit=" LM calls", dynamic_ncols=True)
+            self.stop = threading.Event()
+
+            def follow():
+                while not self.stop.wait(1.0):
+                    self.bar.n = self.meter.usage.calls
+                    self.bar.refresh()
+
+            self.thread = threading.Thread(target=follow, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+            self.bar.n = self.meter.usage.calls
+            self.bar.close()
 
 
 def report(args) -> int:
@@ -93,17 +147,19 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="FGO vs MIPROv2 on a few BIG-bench tasks, on the embedded local model",
                        description="Optimize one dspy.Predict program for a few BIG-bench tasks with FGO (partitioned "
-                                   "by task) and with MIPROv2 (instruction-only, small), on a model served locally "
-                                   "on 127.0.0.1 (no API key), and print test accuracy, compile time and optimizer "
-                                   "calls and tokens for each. A demo, not a benchmark: see benchmarks/ for that.")
+                                   "by task) and with MIPROv2 (instructions and demos, small budget), on a model "
+                                   "served locally on 127.0.0.1 (no API key), and print test accuracy, compile time "
+                                   "and optimizer calls and tokens for each. A demo, not a benchmark: see "
+                                   "benchmarks/ for that.")
     d.add_argument("--model", default="qwen2.5-coder-1.5b",
                    help="embedded model: qwen2.5-coder-1.5b (dspy-fgo[local]) or qwen2.5-coder-0.5b ([local-small])")
-    d.add_argument("--tasks", default="navigate,object_counting,sports_understanding",
+    d.add_argument("--tasks", default="navigate,object_counting,sports_understanding,date_understanding,hyperbaton",
                    help="comma-separated BIG-bench tasks from the vendored sample (dspy_fgo.data.TASKS)")
     d.add_argument("--n-train", type=int, default=3, help="training examples per task")
     d.add_argument("--n-val", type=int, default=3, help="validation examples per task (the final choice)")
-    d.add_argument("--n-test", type=int, default=5, help="held-out test examples per task")
-    d.add_argument("--epochs", type=int, default=2, help="FGO's rewrites per partition")
+    d.add_argument("--n-test", type=int, default=12, help="held-out test examples per task")
+    d.add_argument("--epochs", type=int, default=1, help="FGO's rounds of critique and rewrite per partition")
+    d.add_argument("--verbose", action="store_true", help="keep DSPy's, MIPROv2's and FGO's log lines")
     r = sub.add_parser("report", help="render a saved report JSON to Markdown and PNG")
     r.add_argument("path")
     r.add_argument("--out", default=None, help="output folder (default: next to the report)")

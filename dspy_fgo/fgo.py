@@ -133,16 +133,7 @@ class FGO(ReflectiveOptimizer):
         embed = Embedding(self.embedder, s.meters["embedder"], s.counters, seed=self.seed)
 
         with s.stage("divide"):
-            # A difficulty split runs the program once first; the runs are cached for Algorithm 1.
-            rollout = ({"rollout": lambda: s.rt.evaluate(start, s.items())}
-                       if getattr(self.partitioner, "needs_rollout", False) else {})
-            groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed,
-                                            **rollout)
-            partitions, notes = pool_small(groups, self.min_partition_size)
-            # Each partition's changes are judged on held-out examples of its kind: the valset's,
-            # or (without a valset) a fold of its own examples that its optimizer never sees.
-            checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, embed) if s.valset
-                      else [None] * len(partitions))
+            partitions, checks, notes = self._divide(s, start, embed)
         logger.info("FGO: %d examples in %d partitions", len(trainset), len(partitions))
 
         s.progress.stage("FGO: optimizing partitions", total=len(partitions), unit="partition")
@@ -155,7 +146,7 @@ class FGO(ReflectiveOptimizer):
 
         if any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
-                         "capped at the largest child's count, then validates on the union of their examples")
+                         "capped at the largest child's count, then validates on the union of their held-out examples")
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   checkpoint=checkpoint)
@@ -190,6 +181,19 @@ class FGO(ReflectiveOptimizer):
                            if checkpoint and checkpoint.reused else []),
         )
         return apply_candidate(student, chosen)
+
+    def _divide(self, s, start, embed):
+        """The partitions, each with the valset examples its changes are judged on (None: a held-out
+        fold of its own), and notes on pooled partitions."""
+        # A difficulty split runs the program once first; Algorithm 1 reuses those runs from the cache.
+        rollout = ({"rollout": lambda: s.rt.evaluate(start, s.items())}
+                   if getattr(self.partitioner, "needs_rollout", False) else {})
+        groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed,
+                                        **rollout)
+        partitions, notes = pool_small(groups, self.min_partition_size)
+        checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, embed) if s.valset
+                  else [None] * len(partitions))
+        return partitions, checks, notes
 
     def _optimize_partition(self, s, start, checkpoint, index: int, work):
         """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""

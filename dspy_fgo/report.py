@@ -61,7 +61,11 @@ class Report:
         lines = [f"{self.method}: {len(self.partitions)} partitions, {len(self.tree)} tree nodes" if self.tree
                  else f"{self.method}:"]
         for p in self.partitions:
-            lines.append(f"  partition {p.name!r:<28} n={p.size:<4} score {p.score_before:.2f} -> {p.score_after:.2f}")
+            tried = [x for e in p.epochs for x in e.get("proposals", [])]
+            shown = (f" on {p.checks} held-out" if p.checks else "") + (
+                f"; {sum(x['accepted'] for x in tried)}/{len(tried)} changes accepted" if tried else "")
+            lines.append(f"  partition {p.name!r:<28} n={p.size:<4} score {p.score_before:.2f} -> {p.score_after:.2f}"
+                         + shown)
         for node in self.tree:
             if node["children"]:
                 lines.append(
