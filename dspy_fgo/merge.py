@@ -124,7 +124,10 @@ class ProgressiveMerge:
             return nodes[0]
         if len(nodes) <= self.threshold or self.clustering == "none":
             return self._merge_group(nodes)
-        vectors = self.embed([candidate_text(n.candidate) for n in nodes])
+        # Cluster by what the optimizer wrote (instructions, tool texts), not by the demos' JSON: demos
+        # of different tasks look alike to a text embedder and made trees 7 levels deep on BBH-15.
+        vectors = self.embed([candidate_text({k: v for k, v in n.candidate.items() if is_text_key(k)})
+                              for n in nodes])
         # k = floor(sqrt(n)) as in the paper, but at least 2: with t = 2 and n = 3, one cluster would
         # hand the same nodes back and never finish.
         groups = clusters_of(vectors, max(2, math.isqrt(len(nodes))), self.clustering, self.seed)

@@ -48,6 +48,29 @@ def test_fake_inner_teleprompter_per_partition_with_its_own_seed(task_lm, prompt
     assert "self" + DEMOS in fgo.report_.tree[-1]["candidate"]
 
 
+class DemoTeleprompter(dspy.teleprompt.Teleprompter):
+    """Adds one demo of the partition's category, and leaves the instruction alone."""
+
+    def __init__(self, seed):
+        super().__init__()
+
+    def compile(self, student, *, trainset, valset=None):
+        program = student.deepcopy()
+        program.demos = [trainset[0]]
+        return program
+
+
+def test_candidates_that_differ_only_in_demos_merge_in_a_balanced_tree(task_lm, prompt_lm):
+    cats = [f"c{i}" for i in range(9)]
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category",
+              inner=DemoTeleprompter)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(cats))
+    # Same instruction everywhere: clustering sees identical texts and deals them out evenly,
+    # 9 leaves -> 3 groups of 3 -> the root, instead of a chain shaped by the demos' JSON.
+    assert max(node["level"] for node in fgo.report_.tree) == 2
+    assert sorted(len(node["children"]) for node in fgo.report_.tree if node["children"]) == [3, 3, 3, 3]
+
+
 def test_merge_demos_interleaves_best_first_and_caps():
     def node(i, score, demos):
         return MergeNode(id=i, candidate={"p" + DEMOS: json.dumps(demos)}, examples=[i], score=score)
