@@ -46,12 +46,14 @@ def demo(args) -> int:
             meter = RoleMeter(name)
             start = time.perf_counter()
             with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
-                with _calls_bar(f"{name}: optimizing", meter, enabled=name == "MIPROv2"):
+                with _calls_bar(f"{name}: optimizing", meter, enabled=name == "MIPROv2"), _silent(args.verbose):
                     program = optimize(bbh_program())
             wall = time.perf_counter() - start
-            with dspy.context(lm=task_lm):
-                score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2,
-                                      display_progress=True)(program).score
+            tested = RoleMeter("test")
+            with dspy.context(lm=task_lm, usage_tracker=tested, callbacks=[*dspy.settings.callbacks, tested]):
+                with _calls_bar(f"{name}: testing", tested, enabled=True, total=len(test)):
+                    score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2,
+                                          display_progress=False)(program).score
             opt = meter.by_model.get(prompt_lm.model)
             rows.append((name, score, wall, opt.calls if opt else 0, opt.prompt_tokens if opt else 0))
             print(f"{name}: test accuracy {score:.1f} %, compile {wall:.0f} s", flush=True)
@@ -64,8 +66,11 @@ def demo(args) -> int:
 
 
 def _quiet() -> None:
-    """DSPy's, MIPROv2's, Optuna's and LiteLLM's log lines off: the demo prints progress bars and a table."""
+    """DSPy's, MIPROv2's, Optuna's and LiteLLM's log lines and progress bars off: the demo prints its own
+    bars and a table."""
     import logging
+
+    os.environ["TQDM_DISABLE"] = "1"  # DSPy's bootstrapping and evaluation bars; ours ask for disable=False
 
     for name in ("dspy", "optuna", "LiteLLM", "litellm", "httpx", "dspy_fgo"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -77,11 +82,18 @@ def _quiet() -> None:
         pass
 
 
-class _calls_bar:
-    """A progress bar counting a meter's LM calls while a block runs (for optimizers without bars)."""
+def _silent(verbose: bool):
+    """Standard output off for the block (MIPROv2 prints "Bootstrapping set i/n" with print), unless verbose."""
+    import contextlib
 
-    def __init__(self, label: str, meter, enabled: bool):
-        self.label, self.meter, self.enabled = label, meter, enabled
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(open(os.devnull, "w"))
+
+
+class _calls_bar:
+    """A progress bar counting a meter's LM calls while a block runs (for work without bars of its own)."""
+
+    def __init__(self, label: str, meter, enabled: bool, total: int | None = None):
+        self.label, self.meter, self.enabled, self.total = label, meter, enabled, total
 
     def __enter__(self):
         if self.enabled:
@@ -89,7 +101,7 @@ class _calls_bar:
 
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(desc=self.label, unit=" LM calls", dynamic_ncols=True)
+            self.bar = tqdm(desc=self.label, total=self.total, unit=" LM calls", dynamic_ncols=True, disable=False)
             self.stop = threading.Event()
 
             def follow():

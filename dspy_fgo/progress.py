@@ -40,7 +40,8 @@ class Progress:
             if self.enabled:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, leave=True)
+                self.bar = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, leave=True,
+                                disable=False)  # asked for: not even TQDM_DISABLE turns it off
 
     def advance(self, steps: int = 1, **info) -> None:
         """``steps`` more done; ``info`` (e.g. the partition and its scores) joins the postfix."""
