@@ -70,7 +70,8 @@ class Report:
             if node["children"]:
                 lines.append(
                     f"  merge node {node['id']:<3} level {node['level']} children {node['children']} "
-                    f"on {len(node['examples'])} examples: score {node['score']:.2f} ({node['made_by']})"
+                    f"judged on {len(node.get('checks') or node['examples'])} held-out: score {node['score']:.2f} "
+                    f"({node['made_by']})"
                 )
         if self.steps:
             changed = sum(1 for step in self.steps if step["changed"])
