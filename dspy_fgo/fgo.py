@@ -18,6 +18,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
+from dspy_fgo.route import Expert, RoutePlan, Space, input_text
 from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
@@ -69,6 +70,10 @@ class FGO(ReflectiveOptimizer):
             API documentation); the student's tools are never modified, and no code is generated.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
+        route: where a merge node's single candidate loses to routing its inputs to its children's
+            specialists (by at least ``route.ROUTE_MARGIN`` held-out examples), keep the specialists
+            and return a ``dspy_fgo.Routed`` program that picks one per input by its nearest
+            partition (see ``dspy_fgo.route``); off by default: one merged program, as in the paper.
     """
 
     method = "FGO"
@@ -88,6 +93,7 @@ class FGO(ReflectiveOptimizer):
         executor: Executor | None = None,
         max_demos: int = 4,
         proposals: int = 3,
+        route: bool = False,
         **settings,
     ):
         super().__init__(metric, **settings)
@@ -95,6 +101,9 @@ class FGO(ReflectiveOptimizer):
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
         self.proposals = proposals
+        if not isinstance(route, bool):
+            raise TypeError(f"route must be True or False; got {route!r}")
+        self.route = route
         check_int("n_partitions", n_partitions, 1, optional=True)
         check_int("min_partition_size", min_partition_size, 1)
         check_int("merge_threshold", merge_threshold, 2)
@@ -163,6 +172,10 @@ class FGO(ReflectiveOptimizer):
         entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
         chosen, selection = self._select(s, entries + [("unoptimized", start)])
         selection["root_id"] = root.id
+        program = apply_candidate(student, chosen)
+        if self.route:
+            with s.stage("route"):
+                program = self._route(s, student, nodes, root, program, selection)
 
         self.report_ = self._report(
             s,
@@ -180,7 +193,30 @@ class FGO(ReflectiveOptimizer):
             notes=notes + ([f"checkpoint {self.checkpoint_dir}: reused {checkpoint.reused} finished units"]
                            if checkpoint and checkpoint.reused else []),
         )
-        return apply_candidate(student, chosen)
+        return program
+
+    def _route(self, s, student, nodes, root, program, selection) -> dspy.Module:
+        """Route where merging lost (bottom-up over the tree), then return the routed program only if
+        it also beats every single candidate of the final check."""
+        if s.rt.exhausted():
+            selection["route"] = "budget exhausted: no routing decisions"
+            return program
+        plan = RoutePlan(s.rt, nodes, s.items_of, s.trainset,
+                         Space.fit([input_text(ex.inputs()) for ex in s.trainset], self.embedder), s.counters)
+        experts = plan.resolve(root)
+        if len(experts) == 1:
+            return program
+        fallback = Expert(root.candidate, root.examples, "root")
+        items = s.val_items() if s.valset else s.items()
+        score = plan.score(experts, fallback, items)
+        best = max(selection["scores"].values(), default=float("-inf"))
+        selection["scores"]["routed"] = score
+        if score <= best:
+            selection["route"] = f"routed scored {score:.3f}, not above {selection['returned']}'s {best:.3f}"
+            return program
+        selection.update(returned="routed", reason=f"routed to {len(experts)} experts, {score:.3f} on the "
+                                                   f"{selection['on']} against {selection['returned']}'s {best:.3f}")
+        return plan.program(student, experts, fallback)
 
     def _divide(self, s, start, embed):
         """The partitions, each with the valset examples its changes are judged on (None: a held-out
@@ -247,7 +283,7 @@ class FGO(ReflectiveOptimizer):
         # Settings that cannot change a finished unit stay out; optimize_tools shows in ``start``.
         settings = {k: v for k, v in self._settings(s).items()
                     if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens",
-                                 "max_cost", "optimize_tools", "progress")}
+                                 "max_cost", "optimize_tools", "progress", "route")}  # route: decided after
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

@@ -71,8 +71,12 @@ class Report:
                 lines.append(
                     f"  merge node {node['id']:<3} level {node['level']} children {node['children']} "
                     f"judged on {len(node.get('checks') or node['examples'])} held-out: score {node['score']:.2f} "
-                    f"({node['made_by']})"
+                    f"({node['made_by']})" + _route_note(node.get("route"))
                 )
+        decided = [n["route"] for n in self.tree if n.get("route") and "routes" in n["route"]]
+        if decided:
+            lines.append(f"  routing: {sum(r['routes'] for r in decided)} of {len(decided)} merge nodes route "
+                         f"(each needs {decided[0].get('needs', '?')} more held-out examples right than one text)")
         if self.steps:
             changed = sum(1 for step in self.steps if step["changed"])
             lines.append(f"  {len(self.steps)} updates ({changed} changed the candidate)")
@@ -91,3 +95,10 @@ class Report:
             lines.append("  events: " + ", ".join(f"{k}={v}" for k, v in self.events.items()))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _route_note(route: dict | None) -> str:
+    if not route or "routed_score" not in route:
+        return ""
+    verdict = f"routes to {len(route['experts'])}" if route["routes"] else "stays merged"
+    return f"; {verdict} (routed {route['routed_score']:.2f} vs one text {route['single_score']:.2f})"

@@ -1,0 +1,116 @@
+"""FGO(route=True): route where no merged text serves every partition, stay merged where one does."""
+
+import json
+
+import dspy
+import pytest
+
+from conftest import RULE, exact, field_value, make_examples, objective, optimizer_respond
+from dspy_fgo import FGO, Routed, load_routed
+from fakes import FakeLM
+
+CATS = ["alpha", "beta"]
+
+
+def jealous_task(fields, messages):
+    """Right only when the instruction states the question's rule and no other: two categories that
+    need contradictory instructions, so no single text can score 100 % on both."""
+    words = (field_value(messages, "question") or "").split()
+    if len(words) < 4:
+        return {f: "unknown" for f in fields}
+    category, number = words[0], words[3]
+    rules = set(RULE.findall(objective(messages)))
+    answer = f"{category}-{number}" if rules == {category} else "unknown"
+    return {f: answer for f in fields}
+
+
+def compile_fgo(task_lm, trainset, **settings):
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond), partition_by="category",
+              epochs=1, **settings)
+    return fgo, fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
+
+
+def accuracy(program, examples, lm):
+    with dspy.context(lm=lm):
+        return sum(exact(ex, program(**ex.inputs())) for ex in examples) / len(examples)
+
+
+def test_contradictory_partitions_are_routed_and_only_routing_scores_100():
+    task_lm = FakeLM(jealous_task)
+    trainset, unseen = make_examples(CATS, per_category=6), make_examples(CATS, per_category=9)[6:]
+    merged_fgo, merged = compile_fgo(task_lm, trainset)
+    routed_fgo, routed = compile_fgo(task_lm, trainset, route=True)
+
+    assert accuracy(merged, trainset, task_lm) < 1.0  # one text cannot hold both rules alone
+    assert isinstance(routed, Routed)
+    assert accuracy(routed, trainset, task_lm) == 1.0
+    assert accuracy(routed, unseen, task_lm) == 1.0  # inputs it never saw go to their category's expert
+    root = routed_fgo.report_.root
+    assert root["route"]["routes"] and root["route"]["gain_examples"] >= root["route"]["needs"]
+    assert routed_fgo.report_.selection["returned"] == "routed"
+    assert routed_fgo.report_.events["nodes_routed"] == 1
+    assert "route" in routed_fgo.report_.summary()
+    # An ordinary DSPy module: every expert's predictor is visible, dspy.Evaluate runs it.
+    assert [name for name, _ in routed.named_predictors()] == ["experts[0]", "experts[1]", "experts[2]"]
+    with dspy.context(lm=task_lm):
+        result = dspy.Evaluate(devset=unseen, metric=exact, display_progress=False)(routed)
+    assert result.score == 100.0
+
+
+def test_save_and_load_round_trip_as_json(tmp_path):
+    task_lm = FakeLM(jealous_task)
+    trainset = make_examples(CATS, per_category=6)
+    _, routed = compile_fgo(task_lm, trainset, route=True)
+    path = tmp_path / "routed.json"
+    routed.save(str(path))
+    state = json.loads(path.read_text())  # plain JSON: no pickle anywhere
+    assert state["fgo_router"]["space"]["kind"] == "tfidf"
+    loaded = load_routed(dspy.Predict("question -> answer"), path)
+    probes = make_examples(CATS, per_category=9) + [dspy.Example(question="").with_inputs("question")]
+    with dspy.context(lm=task_lm):
+        assert [loaded(**ex.inputs()).answer for ex in probes] == [routed(**ex.inputs()).answer for ex in probes]
+    assert [loaded.router.pick(ex.inputs()) for ex in probes] == [routed.router.pick(ex.inputs()) for ex in probes]
+    assert loaded.dump_state() == routed.dump_state()
+    # DSPy's own load() on a routed program restores the router too, not only the experts.
+    loaded.router.centroids = loaded.router.centroids[::-1]
+    loaded.load(str(path))
+    assert loaded.dump_state() == routed.dump_state()
+    with pytest.raises(ValueError, match="not a routed FGO program"):
+        dspy.Predict("question -> answer").save(str(tmp_path / "plain.json"))
+        load_routed(dspy.Predict("question -> answer"), tmp_path / "plain.json")
+
+
+def test_empty_or_unlike_inputs_go_to_the_fallback_without_error():
+    task_lm = FakeLM(jealous_task)
+    _, routed = compile_fgo(task_lm, make_examples(CATS, per_category=6), route=True)
+    fallback = routed.router.fallback
+    assert fallback == len(routed.experts) - 1
+    for text in ["", "   ", "zzz qqq completely different words"]:
+        assert routed.router.pick({"question": text}) == fallback
+    with dspy.context(lm=task_lm):
+        routed(question="")  # answered by the fallback, no exception
+    assert routed.router.pick({"question": "beta question number 7 about beta things"}) != fallback
+
+
+def test_routing_is_deterministic():
+    task_lm = FakeLM(jealous_task)
+    trainset = make_examples(CATS, per_category=6)
+    first = compile_fgo(task_lm, trainset, route=True, seed=3)[1]
+    second = compile_fgo(FakeLM(jealous_task), trainset, route=True, seed=3)[1]
+    assert first.dump_state() == second.dump_state()
+
+
+def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
+    # The ordinary toy world: the rules do not conflict, so the merged text serves both partitions.
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
+              route=True)
+    optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS, per_category=6))
+    assert not isinstance(optimized, Routed)
+    root = fgo.report_.root
+    assert root["made_by"].startswith("llm_merge") and root["route"]["routes"] is False
+    assert fgo.report_.events["nodes_kept_merged"] == 1
+
+
+def test_route_must_be_a_bool():
+    with pytest.raises(TypeError, match="route"):
+        FGO(metric=exact, route="yes")
