@@ -86,6 +86,17 @@ def gepa(student, train, val, s: Setup):
     return program, {}
 
 
+def knn_fewshot(student, train, val, s: Setup):
+    """DSPy's KNNFewShot: per input, the 4 nearest training examples (bootstrapped at test time), on the
+    same offline TF-IDF space FGO's router uses. Its LM calls happen at inference, not in compile."""
+    from dspy_fgo.route import Space, input_text
+
+    space = Space.fit([input_text(ex.inputs()) for ex in train])
+    optimizer = dspy.KNNFewShot(k=4, trainset=train, vectorizer=dspy.Embedder(space), metric=s.metric,
+                                max_bootstrapped_demos=4, max_labeled_demos=4)
+    return optimizer.compile(student), {"note": "demos bootstrapped per test input: its LM calls are in the test run"}
+
+
 def _baseline(name: str):
     def run(student, train, val, s: Setup):
         import dspy_fgo
@@ -101,13 +112,19 @@ def _baseline(name: str):
 METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
     "fgo": _fgo(),
+    "fgo-route": _fgo(route=True),  # decided after the merge, from the fgo cell's partitions and merges
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
     "fgo-tools": _fgo(optimize_tools=True),  # agents: tool descriptions optimized with the instructions
     "fgo-mipro": fgo_mipro,
     "mipro-instructions": _mipro(0),
     "mipro-demos": _mipro(4),
     "gepa": gepa,
+    "knn-fewshot": knn_fewshot,
     "all-at-once": _baseline("AllAtOnce"),
     "batch-wise": _baseline("BatchWise"),
     "bootstrapping": _baseline("Bootstrapping"),
 }
+
+# Cells that make the same partitions and merge nodes share one checkpoint directory, so the second
+# reuses the first's units; the runner adds the first cell's cost to the second's (see run.py).
+SHARES_UNITS_WITH = {"fgo-route": "fgo"}

@@ -24,7 +24,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 
-from benchmarks.methods import METHODS, Setup  # noqa: E402
+from benchmarks.methods import METHODS, SHARES_UNITS_WITH, Setup  # noqa: E402
 from benchmarks.report import write_summary  # noqa: E402
 from benchmarks.tasks import TASKS  # noqa: E402
 from dspy_fgo.accounting import RoleMeter  # noqa: E402
@@ -132,6 +132,27 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
     }
 
 
+def read_owner(unit_dir: Path) -> str | None:
+    """The cell that made the checkpoint units in ``unit_dir``, if another cell finished there first."""
+    marker = unit_dir / "OWNER"
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def add_shared_cost(cell: dict, owner_path: Path) -> None:
+    """A cell that reused another cell's partitions and merges also pays for them: its compile time,
+    calls and tokens become its own plus the owner's (both kept apart in the cell)."""
+    owner = json.loads(owner_path.read_text())
+    cell["shared_units_with"] = {"cell": owner_path.stem, "code_version": owner.get("code_version"),
+                                 "compile_wall_s": owner["compile_wall_s"]}
+    cell["own_compile_wall_s"] = cell["compile_wall_s"]
+    cell["compile_wall_s"] = round(cell["compile_wall_s"] + owner["compile_wall_s"], 1)
+    for key in ("optimizer_usage", "task_usage"):
+        mine, theirs = cell.get(key) or {}, owner.get(key) or {}
+        cell["own_" + key] = mine
+        cell[key] = {k: (max if k.startswith("peak") else sum)(u.get(k, 0) for u in (mine, theirs))
+                     for k in set(mine) | set(theirs) if isinstance(mine.get(k, theirs.get(k)), (int, float))}
+
+
 def main(argv=None) -> int:
     import logging
 
@@ -161,13 +182,21 @@ def main(argv=None) -> int:
                 print(f"[{i}/{len(cells)}] {path.name}: done before, skipped", flush=True)
                 continue
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
-            checkpoint = str(out / "checkpoints" / path.stem)  # FGO's finished partitions survive a kill
+            # FGO's finished partitions survive a kill; fgo-route reuses fgo's (same units, decided after).
+            unit_dir = out / "checkpoints" / path.stem.replace(f"-{method}-", f"-{SHARES_UNITS_WITH.get(method, method)}-")
+            owner = read_owner(unit_dir)
+            checkpoint = str(unit_dir)
             # A marker left by a killed attempt: this cell's cache replays make its usage and time partial.
             started = path.with_suffix(".started")
             resumed = started.exists()
             started.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
             cell["resumed"] = resumed
+            if owner and owner != path.stem:
+                add_shared_cost(cell, out / "cells" / f"{owner}.json")
+            elif not owner:
+                unit_dir.mkdir(parents=True, exist_ok=True)
+                (unit_dir / "OWNER").write_text(path.stem)
             # Cells of one directory may come from different runs, and different code.
             cell["command"], cell["code_version"] = config["command"], config["code_version"]
             tmp = path.with_suffix(".tmp")

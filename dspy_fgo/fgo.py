@@ -198,9 +198,6 @@ class FGO(ReflectiveOptimizer):
     def _route(self, s, student, nodes, root, program, selection) -> dspy.Module:
         """Route where merging lost (bottom-up over the tree), then return the routed program only if
         it also beats every single candidate of the final check."""
-        if s.rt.exhausted():
-            selection["route"] = "budget exhausted: no routing decisions"
-            return program
         plan = RoutePlan(s.rt, nodes, s.items_of, s.trainset,
                          Space.fit([input_text(ex.inputs()) for ex in s.trainset], self.embedder), s.counters)
         experts = plan.resolve(root)

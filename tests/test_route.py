@@ -114,3 +114,46 @@ def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
 def test_route_must_be_a_bool():
     with pytest.raises(TypeError, match="route"):
         FGO(metric=exact, route="yes")
+
+
+def jealous_agent(fields, messages):
+    """A ReAct agent whose extractor has the jealous rule: contradictory instructions again."""
+    if "next_tool_name" in fields:
+        return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": "{}"}
+    return jealous_task(fields, messages) | {f: "reasoned" for f in fields if f != "answer"}
+
+
+def test_a_react_agent_is_routed_and_stays_an_agent():
+    def lookup(key: str) -> str:
+        """Look up a key."""
+        return key
+
+    agent = dspy.ReAct("question -> answer", tools=[lookup], max_iters=2)
+    task_lm = FakeLM(jealous_agent)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond), partition_by="category",
+              epochs=1, route=True)
+    trainset = make_examples(CATS, per_category=6)
+    routed = fgo.compile(agent, trainset=trainset)
+    assert isinstance(routed, Routed) and all(isinstance(e, dspy.ReAct) for e in routed.experts)
+    assert accuracy(routed, trainset, task_lm) == 1.0
+
+
+def test_route_reuses_a_plain_compiles_checkpoint(tmp_path):
+    """Routing is decided after the merge: a routed compile reuses every unit of a plain one (this is
+    how the benchmark's fgo-route cell shares the fgo cell's work)."""
+    trainset = make_examples(CATS, per_category=6)
+    compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path)
+    optimizer = FakeLM(optimizer_respond)
+    fgo = FGO(metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
+              epochs=1, checkpoint_dir=tmp_path, route=True)
+    routed = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
+    assert isinstance(routed, Routed) and optimizer.calls == 0  # every partition and merge came from disk
+
+
+@pytest.mark.parametrize("limit", [3, 40])
+def test_route_under_a_budget_returns_a_program(limit):
+    task_lm = FakeLM(jealous_task)
+    fgo, program = compile_fgo(task_lm, make_examples(CATS, per_category=6), route=True, max_lm_calls=limit)
+    with dspy.context(lm=task_lm):
+        program(question="alpha question number 1 about alpha things")
+    assert "budget reached" in " ".join(fgo.report_.notes)
