@@ -89,9 +89,10 @@ def gepa(student, train, val, s: Setup):
 def knn_fewshot(student, train, val, s: Setup):
     """DSPy's KNNFewShot: per input, the 4 nearest training examples (bootstrapped at test time), on the
     same offline TF-IDF space FGO's router uses. Its LM calls happen at inference, not in compile."""
-    from dspy_fgo.route import Space, input_text
+    from dspy_fgo.divide import input_text
+    from dspy_fgo.route import Space
 
-    space = Space.fit([input_text(ex.inputs()) for ex in train])
+    space = Space.fit([input_text(ex) for ex in train])
     optimizer = dspy.KNNFewShot(k=4, trainset=train, vectorizer=dspy.Embedder(space), metric=s.metric,
                                 max_bootstrapped_demos=4, max_labeled_demos=4)
     return optimizer.compile(student), {"note": "demos bootstrapped per test input: its LM calls are in the test run"}

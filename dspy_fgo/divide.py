@@ -77,7 +77,7 @@ class ByEmbedding(Partitioner):
 
     def split(self, examples, *, n_partitions, seed, embed):
         n = n_partitions or default_partition_count(len(examples))
-        texts = [_input_text(ex) for ex in examples]
+        texts = [input_text(ex) for ex in examples]
         labels = KMeans(n_clusters=n, random_state=seed, n_init=10).fit_predict(embed(texts))
         groups: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
@@ -233,7 +233,7 @@ def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], tra
                 found[j] = None
     missing = [j for j, p in enumerate(found) if p is None]
     if missing:
-        texts = [_input_text(ex) for ex in trainset] + [_input_text(valset[j]) for j in missing]
+        texts = [input_text(ex) for ex in trainset] + [input_text(valset[j]) for j in missing]
         vectors = np.asarray(embed(texts))
         centroids = np.stack([vectors[part.indices].mean(axis=0) for part in partitions])
         nearest = (vectors[len(trainset):] @ centroids.T).argmax(axis=1)
@@ -245,5 +245,12 @@ def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], tra
     return checks
 
 
-def _input_text(example: dspy.Example) -> str:
-    return " ".join(str(v) for v in example.inputs().values())
+def input_text(example) -> str:
+    """An example's input fields (a ``dspy.Example`` or a call's keyword arguments) as one text, in
+    field-name order, so compile time and inference agree; "" when no input fields are declared."""
+    if isinstance(example, dspy.Example):
+        try:
+            example = example.inputs()
+        except ValueError:  # no input keys declared: nothing to tell the inputs apart by
+            return ""
+    return " ".join(str(example[k]) for k in sorted(example.keys()) if example[k] is not None)

@@ -10,7 +10,7 @@ import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import apply_candidate, is_text_key, read_candidate
-from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
+from dspy_fgo.divide import Partitioner, assign_checks, input_text, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
@@ -18,7 +18,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import Expert, RoutePlan, Space, input_text
+from dspy_fgo.route import Expert, RoutePlan, Space
 from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
@@ -199,7 +199,7 @@ class FGO(ReflectiveOptimizer):
         """Route where merging lost (bottom-up over the tree), then return the routed program only if
         it also beats every single candidate of the final check."""
         plan = RoutePlan(s.rt, nodes, s.items_of, s.trainset,
-                         Space.fit([input_text(ex.inputs()) for ex in s.trainset], self.embedder), s.counters)
+                         Space.fit([input_text(ex) for ex in s.trainset], self.embedder), s.counters)
         experts = plan.resolve(root)
         if len(experts) == 1:
             return program
@@ -249,10 +249,8 @@ class FGO(ReflectiveOptimizer):
         elif self.inner is not None:
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
         else:
-            result, by = optimize_module(s.rt, s.student, start, items, epochs=self.epochs, budget=s.budget,
-                                         counters=s.counters, critique_successes=self.critique_successes,
-                                         critique_mode=self.critique, checks=checks, max_demos=self.max_demos,
-                                         proposals=self.proposals, resume=resume, on_epoch=on_epoch), "FGO"
+            result, by = optimize_module(s.rt, s.student, start, items, checks=checks, counters=s.counters,
+                                         resume=resume, on_epoch=on_epoch, **self._algorithm1(s)), "FGO"
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
@@ -264,15 +262,18 @@ class FGO(ReflectiveOptimizer):
 
     def _optimize_remote(self, s, start, index: int, items, checks):
         """The same work as locally, on the executor; its usage and events join this run's report."""
-        job = make_job(runtime=s.rt.spec(), inner=self.inner,
-                       seed=self.seed + index, start=start, items=items, epochs=self.epochs, budget=s.budget,
-                       critique_successes=self.critique_successes, critique_mode=self.critique, checks=checks,
-                       max_demos=self.max_demos, proposals=self.proposals)
+        job = make_job(runtime=s.rt.spec(), inner=self.inner, seed=self.seed + index, start=start, items=items,
+                       checks=checks, algorithm1=self._algorithm1(s))
         outcome = self.executor.submit(run_partition_job, job).result()
         for role, by_model in outcome["usage"].items():
             s.meters[role].absorb(by_model)
         s.counters.absorb(outcome["events"])
         return result_from_dict(outcome["result"]), outcome["optimizer"]
+
+    def _algorithm1(self, s) -> dict:
+        """Algorithm 1's settings, the same wherever a partition runs."""
+        return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
+                    critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import dspy
 
+from dspy_fgo.divide import input_text
+
 from dspy_fgo.prompts import Budget
 
 COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
@@ -33,19 +35,12 @@ def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example
     fresh = _ngrams(proposal, min_words) - _ngrams(current, min_words)
     if not fresh:
         return False
-    grams = [_ngrams(_input_text(ex), min_words) for ex in examples]
+    grams = [_ngrams(input_text(ex), min_words) for ex in examples]
     for gram in fresh:
         holders = sum(gram in g for g in grams)
         if holders and (holders < len(grams) or len(grams) == 1):
             return True
     return False
-
-
-def _input_text(example: dspy.Example) -> str:
-    try:
-        return " ".join(str(v) for v in example.inputs().values())
-    except ValueError:  # no input keys declared: nothing to tell the inputs apart by
-        return ""
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")

@@ -158,7 +158,7 @@ class ProgressiveMerge:
         the best child on the union of their checks; ask once more if it does, then keep that child."""
         if self.rt.exhausted():
             # Out of budget: keep the child with the most evidence, unvalidated on the union.
-            best = max(nodes, key=lambda n: (n.score * len(n.checks), len(n.checks)))
+            best = max(nodes, key=_evidence)
             self.counters.add("merges_skipped_for_budget")
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         items = self.items_of(checks)
@@ -205,9 +205,14 @@ class ProgressiveMerge:
         if merged is None:
             # Fall back to the child with the most evidence: never lose a good instruction to a bad merge.
             self.counters.add("merges_rejected")
-            best = max(nodes, key=lambda n: (n.score * len(n.checks or n.examples), len(n.checks or n.examples)))
-            return best.candidate[name]
+            return max(nodes, key=_evidence).candidate[name]
         return merged
+
+
+def _evidence(node: MergeNode) -> tuple[float, int]:
+    """How much a node's score is worth: examples right, then examples judged on."""
+    judged = len(node.checks or node.examples)
+    return node.score * judged, judged
 
 
 def merge_demos(key: str, nodes: Sequence[MergeNode]) -> str:

@@ -32,10 +32,8 @@ def run_partition_job(blob: bytes) -> dict:
         result, by = optimize_with_inner(rt, job["inner"], job["seed"], student, job["start"], job["items"],
                                          job["checks"])
     else:
-        result = optimize_module(rt, student, job["start"], job["items"], epochs=job["epochs"],
-                                 budget=job["budget"], counters=counters,
-                                 critique_successes=job["critique_successes"], critique_mode=job["critique_mode"],
-                                 checks=job["checks"], max_demos=job["max_demos"], proposals=job["proposals"])
+        result = optimize_module(rt, student, job["start"], job["items"], checks=job["checks"], counters=counters,
+                                 **job["algorithm1"])
         by = "FGO"
     if rt.exhausted():
         counters.add("jobs_stopped_by_budget")

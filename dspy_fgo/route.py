@@ -31,17 +31,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from dspy_fgo.candidate import Candidate, apply_candidate
+from dspy_fgo.divide import input_text
 
 logger = logging.getLogger("dspy_fgo")
 
 ROUTE_MARGIN = 2  # held-out examples routing must gain over the single candidate to be chosen
 MAX_FEATURES = 2048  # the offline router's vocabulary: bounded however large the trainset
 FALLBACK_RATIO = 0.5  # an input less similar than this times the least similar training input is "unlike"
-
-
-def input_text(inputs: dict) -> str:
-    """One text of an input's fields, in field-name order (the same at compile time and at inference)."""
-    return " ".join(str(inputs[k]) for k in sorted(inputs) if inputs[k] is not None)
 
 
 class Space:
@@ -186,7 +182,7 @@ class RoutePlan:
                  counters, margin: int = ROUTE_MARGIN):
         self.rt, self.nodes, self.items_of, self.counters, self.margin = rt, nodes, items_of, counters, margin
         self.space = space
-        self._train = space([input_text(ex.inputs()) for ex in trainset])
+        self._train = space([input_text(ex) for ex in trainset])
         self._vectors: dict[Any, np.ndarray] = {}
 
     def resolve(self, node) -> list[Expert]:
@@ -227,7 +223,7 @@ class RoutePlan:
     def _vectors_of(self, items) -> np.ndarray:
         missing = [(k, ex) for k, ex in items if k not in self._vectors]
         if missing:
-            for (k, _), v in zip(missing, self.space([input_text(ex.inputs()) for _, ex in missing])):
+            for (k, _), v in zip(missing, self.space([input_text(ex) for _, ex in missing])):
                 self._vectors[k] = v
         return np.stack([self._vectors[k] for k, _ in items])
 
