@@ -157,3 +157,23 @@ def test_route_under_a_budget_returns_a_program(limit):
     with dspy.context(lm=task_lm):
         program(question="alpha question number 1 about alpha things")
     assert "budget reached" in " ".join(fgo.report_.notes)
+
+
+def word_counts(texts):
+    """A user's embedder: counts of a few words (enough to tell the categories apart)."""
+    vocabulary = ["alpha", "beta", "question", "things"]
+    return [[text.split().count(word) for word in vocabulary] for text in texts]
+
+
+def test_a_user_embedder_routes_and_must_be_given_again_at_load(tmp_path):
+    task_lm = FakeLM(jealous_task)
+    trainset = make_examples(CATS, per_category=6)
+    _, routed = compile_fgo(task_lm, trainset, route=True, embedder=word_counts)
+    assert accuracy(routed, trainset, task_lm) == 1.0
+    path = tmp_path / "routed.json"
+    routed.save(str(path))
+    assert json.loads(path.read_text())["fgo_router"]["space"] == {"kind": "embedder"}
+    with pytest.raises(ValueError, match="embedder"):
+        load_routed(dspy.Predict("question -> answer"), path)
+    loaded = load_routed(dspy.Predict("question -> answer"), path, embedder=word_counts)
+    assert [loaded.router.pick(ex.inputs()) for ex in trainset] == [routed.router.pick(ex.inputs()) for ex in trainset]
