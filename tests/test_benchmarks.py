@@ -123,3 +123,17 @@ def test_fgo_route_shares_fgos_units_and_pays_for_them(tmp_path):
     assert route["report"]["settings"]["route"] is True
     knn = json.loads((out / "cells" / "bbh15-predict-knn-fewshot-seed0.json").read_text())
     assert 0 <= knn["test_accuracy"] <= 1
+
+
+def test_ratios_are_against_mipro_with_demos_when_it_ran():
+    from benchmarks.report import aggregate, table
+
+    def cell(method, wall, tokens):
+        return {"task": "bbh15", "method": method, "seed": 0, "test_accuracy": 0.5, "n_test": 10,
+                "compile_wall_s": wall, "optimizer_usage": {"calls": 1, "prompt_tokens": tokens}}
+
+    rows = aggregate([cell("mipro-demos", 100.0, 1000), cell("mipro-instructions", 50.0, 500), cell("fgo", 200.0, 4000)])
+    text = table(rows)
+    assert "tokens vs mipro-demos" in text
+    fgo = next(l for l in text.splitlines() if "| fgo |" in l)
+    assert [c.strip() for c in fgo.split("|")[1:-1]][-2:] == ["4.00x", "2.00x"]
