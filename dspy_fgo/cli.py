@@ -13,8 +13,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else importing 
 
 def demo(args) -> int:
     """FGO against MIPROv2 (with demos) on a few BIG-bench tasks, on the embedded local model."""
-    import tempfile
-
     import dspy
 
     from dspy_fgo import FGO
@@ -27,26 +25,17 @@ def demo(args) -> int:
     tasks = args.tasks.split(",")
     train, val, test = split_bbh(load_bbh(tasks=tasks), args.n_train, args.n_val, args.n_test)
     print(f"What this is: one dspy.Predict program for {len(tasks)} BIG-bench tasks ({', '.join(tasks)}), optimized "
-          f"by FGO (partitioned by task; merged into one program, and routed per input where merging lost) and by MIPROv2 "
-          f"(instructions and up to 2+2 demos, 3 trials), on {args.model} served on "
+          f"by FGO (partitioned by task) and by MIPROv2 (instructions and up to 4 demos, 3 trials), on {args.model} served on "
           f"127.0.0.1; {len(train)} train, {len(val)} validation and {len(test)} test questions.\n"
           "What it is not: a benchmark. One seed, small budgets, and 60 questions leave a few points of noise "
           "either way; benchmarks/README.md has the three-seed results.\n", flush=True)
-    with serve(args.model) as server, tempfile.TemporaryDirectory() as units:
+    with serve(args.model) as server:
         task_lm = local_lm(server, temperature=0.0, max_tokens=256)
         prompt_lm = local_lm(server, temperature=0.7, max_tokens=512, role="optimizer")
-
-        def fgo(route: bool):
-            # Both FGO rows share one checkpoint: the routed one decides where to route from the same
-            # partitions and merges, so its compile time is FGO's plus its own.
-            return lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,
-                                 proposals=2, num_threads=2, progress=True, checkpoint_dir=units,
-                                 route=route).compile(p, trainset=train, valset=val)
-
         methods = {
             "unoptimized": lambda p: p,
-            "FGO": fgo(route=False),
-            "FGO, routed": fgo(route=True),
+            "FGO": lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,
+                                 proposals=2, num_threads=2, progress=True).compile(p, trainset=train, valset=val),
             "MIPROv2": lambda p: dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, auto=None, num_candidates=3,
                                               max_bootstrapped_demos=2, max_labeled_demos=2, num_threads=2,
                                               verbose=False).compile(p, trainset=train, valset=val, num_trials=3,
@@ -59,17 +48,14 @@ def demo(args) -> int:
             with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
                 with _calls_bar(f"{name}: optimizing", meter, enabled=name == "MIPROv2"), _silent(args.verbose):
                     program = optimize(bbh_program())
-            wall = time.perf_counter() - start + (rows[-1][2] if name == "FGO, routed" else 0)
+            wall = time.perf_counter() - start
             tested = RoleMeter("test")
             with dspy.context(lm=task_lm, usage_tracker=tested, callbacks=[*dspy.settings.callbacks, tested]):
                 with _calls_bar(f"{name}: testing", tested, enabled=True, total=len(test)):
                     score = dspy.Evaluate(devset=test, metric=bbh_metric, num_threads=2,
                                           display_progress=False)(program).score
             opt = meter.by_model.get(prompt_lm.model)
-            calls, tokens = (opt.calls, opt.prompt_tokens) if opt else (0, 0)
-            if name == "FGO, routed":  # it reused FGO's partitions and merges: it paid for them there
-                calls, tokens = calls + rows[-1][3], tokens + rows[-1][4]
-            rows.append((name, score, wall, calls, tokens))
+            rows.append((name, score, wall, opt.calls if opt else 0, opt.prompt_tokens if opt else 0))
             print(f"{name}: test accuracy {score:.1f} %, compile {wall:.0f} s", flush=True)
     print("\n| method | test accuracy | compile s | optimizer calls | optimizer prompt tokens |\n|---|---|---|---|---|")
     for name, score, wall, calls, tokens in rows:
