@@ -62,8 +62,9 @@ def _tokens(row: dict) -> str:
 TOKEN_FOOTNOTE = ("Optimizer calls and tokens: calls served by DSPy's disk cache are counted but not billed and "
                   "carry no tokens; the token figures are billed tokens. Within one run these are identical "
                   "requests made again (FGO critiquing an unchanged run in a later epoch).")
-RESUMED_FOOTNOTE = ("‡ A cell resumed after an interruption replays its earlier attempt's calls from the cache: "
-                    "their tokens, and the earlier attempt's wall time, are missing from its figures.")
+RESUMED_FOOTNOTE = ("‡ A cell resumed after an interruption, or one whose calls an earlier run had made (its "
+                    "`replayed` field says which), replays them from DSPy's disk cache: their tokens, and the "
+                    "earlier run's wall time, are missing from its figures.")
 RATIO_FOOTNOTE = "¹ Ratios of means over the cells that were not resumed."
 
 

@@ -196,8 +196,7 @@ def main(argv=None) -> int:
             cell["resumed"] = resumed
             if owner and owner != path.stem:
                 add_shared_cost(cell, out / "cells" / f"{owner}.json")
-            elif not owner:
-                unit_dir.mkdir(parents=True, exist_ok=True)
+            elif not owner and unit_dir.exists():  # this cell made checkpoint units: others may share them
                 (unit_dir / "OWNER").write_text(path.stem)
             # Cells of one directory may come from different runs, and different code.
             cell["command"], cell["code_version"] = config["command"], config["code_version"]
