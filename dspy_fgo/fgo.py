@@ -18,7 +18,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import Expert, RoutePlan, Space
+from dspy_fgo.route import RoutePlan, Routed, Space
 from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
@@ -70,10 +70,11 @@ class FGO(ReflectiveOptimizer):
             API documentation); the student's tools are never modified, and no code is generated.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
-        route: where a merge node's single candidate loses to routing its inputs to its children's
-            specialists (by at least ``route.ROUTE_MARGIN`` held-out examples), keep the specialists
-            and return a ``dspy_fgo.Routed`` program that picks one per input by its nearest
-            partition (see ``dspy_fgo.route``); off by default: one merged program, as in the paper.
+        route: give a partition its own optimized specialist where that gets at least
+            ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged program, and
+            return a ``dspy_fgo.Routed`` program that sends each input to its nearest partition's
+            specialist or to the merged program (see ``dspy_fgo.route``); off by default: one
+            merged program, as in the paper. Experimental: see the benchmark README.
     """
 
     method = "FGO"
@@ -175,7 +176,7 @@ class FGO(ReflectiveOptimizer):
         program = apply_candidate(student, chosen)
         if self.route:
             with s.stage("route"):
-                program = self._route(s, student, nodes, root, program, selection)
+                program = self._route(s, student, nodes, chosen, program, selection)
 
         self.report_ = self._report(
             s,
@@ -195,25 +196,28 @@ class FGO(ReflectiveOptimizer):
         )
         return program
 
-    def _route(self, s, student, nodes, root, program, selection) -> dspy.Module:
-        """Route where merging lost (bottom-up over the tree), then return the routed program only if
-        it also beats every single candidate of the final check."""
-        plan = RoutePlan(s.rt, nodes, s.items_of, s.trainset,
-                         Space.fit([input_text(ex) for ex in s.trainset], self.embedder), s.counters)
-        experts = plan.resolve(root)
-        if len(experts) == 1:
+    def _route(self, s, student, nodes, chosen, program, selection) -> dspy.Module:
+        """Give each partition whose specialist clearly beats the returned program on its held-out
+        checks that specialist; return the routed program only if it also wins the final check."""
+        plan = RoutePlan(s.rt, s.items_of, s.trainset, Space.fit([input_text(ex) for ex in s.trainset],
+                                                                 self.embedder), s.counters)
+        leaves = [node for node in nodes if not node.children]
+        routed = plan.decide(leaves, chosen)
+        if not any(routed):
             return program
-        fallback = Expert(root.candidate, root.examples, "root")
+        router = plan.router(leaves, routed)
+        candidates = [leaf.candidate for leaf, r in zip(leaves, routed) if r] + [chosen]
         items = s.val_items() if s.valset else s.items()
-        score = plan.score(experts, fallback, items)
+        score = plan.score(router, candidates, items)
         best = max(selection["scores"].values(), default=float("-inf"))
         selection["scores"]["routed"] = score
         if score <= best:
             selection["route"] = f"routed scored {score:.3f}, not above {selection['returned']}'s {best:.3f}"
             return program
-        selection.update(returned="routed", reason=f"routed to {len(experts)} experts, {score:.3f} on the "
-                                                   f"{selection['on']} against {selection['returned']}'s {best:.3f}")
-        return plan.program(student, experts, fallback)
+        selection.update(returned="routed", reason=f"{sum(routed)} partitions routed to their specialists: "
+                                                   f"{score:.3f} on the {selection['on']} against "
+                                                   f"{selection['returned']}'s {best:.3f}")
+        return Routed([apply_candidate(student, c) for c in candidates], router)
 
     def _divide(self, s, start, embed):
         """The partitions, each with the valset examples its changes are judged on (None: a held-out

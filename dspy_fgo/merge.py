@@ -52,7 +52,7 @@ class MergeNode:
     checks: list = field(default_factory=list)  # keys of the held-out examples the node is judged on
     child_scores: list = field(default_factory=list)  # each child's score on ``checks``, as ``children``
     attempts: list = field(default_factory=list)  # each merged text's score on ``checks``
-    route: dict | None = None  # with FGO(route=True): routed vs single score here, and the decision
+    route: dict | None = None  # leaves, with FGO(route=True): does the partition keep its specialist, and why
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -46,7 +46,7 @@ def plot_tree(report: Report, path: str | Path) -> Path:
         routes = (node.get("route") or {}).get("routes")
         color = "tab:green" if chosen else "tab:orange" if routes else "tab:blue"
         ax.scatter(x[node["id"]], node["level"], s=300, zorder=2, color=color)
-        label = f"{node['score']:.2f}" + (f"\nroutes: {node['route']['routed_score']:.2f}" if routes else "")
+        label = f"{node['score']:.2f}" + ("\nroutes" if routes else "")
         if node.get("partition"):
             label = f"{node['partition']}\n{label}"
         ax.annotate(label, (x[node["id"]], node["level"]), textcoords="offset points", xytext=(0, 12),
@@ -54,7 +54,7 @@ def plot_tree(report: Report, path: str | Path) -> Path:
     ax.set_yticks(range(1 + max(n["level"] for n in nodes)))
     ax.set_ylabel("merge level")
     ax.set_xticks([])
-    ax.set_title(f"{report.method} merge tree (green: returned; orange: routes; labels: validation score)")
+    ax.set_title(f"{report.method} merge tree (green: returned; orange: keeps its specialist; labels: validation score)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -71,12 +71,14 @@ class Report:
                 lines.append(
                     f"  merge node {node['id']:<3} level {node['level']} children {node['children']} "
                     f"judged on {len(node.get('checks') or node['examples'])} held-out: score {node['score']:.2f} "
-                    f"({node['made_by']})" + _route_note(node.get("route"))
+                    f"({node['made_by']})"
                 )
-        decided = [n["route"] for n in self.tree if n.get("route") and "routes" in n["route"]]
+        decided = [n for n in self.tree if (n.get("route") or {}).get("routes") is not None]
         if decided:
-            lines.append(f"  routing: {sum(r['routes'] for r in decided)} of {len(decided)} merge nodes route "
-                         f"(each needs {decided[0].get('needs', '?')} more held-out examples right than one text)")
+            routed = [n["partition"] for n in decided if n["route"]["routes"]]
+            lines.append(f"  routing: {len(routed)} of {len(decided)} partitions keep their own specialist"
+                         + (f" ({', '.join(routed)})" if routed else "")
+                         + "; the rest get the returned program")
         if self.steps:
             changed = sum(1 for step in self.steps if step["changed"])
             lines.append(f"  {len(self.steps)} updates ({changed} changed the candidate)")
@@ -95,10 +97,3 @@ class Report:
             lines.append("  events: " + ", ".join(f"{k}={v}" for k, v in self.events.items()))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _route_note(route: dict | None) -> str:
-    if not route or "routed_score" not in route:
-        return ""
-    verdict = f"routes to {len(route['experts'])}" if route["routes"] else "stays merged"
-    return f"; {verdict} (routed {route['routed_score']:.2f} vs one text {route['single_score']:.2f})"

@@ -1,14 +1,18 @@
 """Route: where one merged prompt cannot serve every partition, send each input to its specialist.
 
-After the merge (Algorithm 2) every merge node knows its single candidate (the accepted merge, or
-its best child) and how it scores on the union of its children's held-out checks. With
-``FGO(route=True)`` each node is also scored *routed*: every check goes to the specialist whose
-training inputs it is nearest to (cosine similarity to the centroid of their input embeddings),
-and is answered by that specialist's instructions and demos. Bottom-up, a node routes when routing
-gets at least ``ROUTE_MARGIN`` more of its checks right than its single candidate; otherwise it
-stays merged and its subtree is served by that one candidate. The specialists' own checks are the
-ones their changes were accepted on, each by one more example right, so a one-example gain is what
-that selection alone can produce: a route must win by more.
+After the merge (Algorithm 2) and the final check, FGO has one program for every input. With
+``FGO(route=True)`` each partition's own optimized candidate (its specialist: the merge tree's
+leaf) is compared with that program on the partition's held-out checks, and keeps serving the
+partition's inputs only when it gets at least ``ROUTE_MARGIN`` more of them right. The specialist's
+changes were accepted on those same checks, each by one more example right, so a one-example gain
+is what that selection alone can produce: a route must win by more. Each input then goes to the
+partition whose training inputs it is nearest to (cosine similarity to the centroid of their input
+embeddings): to that partition's specialist if it routes, else to the single program.
+
+An earlier rule decided per merge node, bottom-up, between a node's single candidate and routing
+to its children; on BBH-15 it compounded selection noise (experts that were one child's candidate
+serving two to five tasks) and lost 11 points on one seed, so experts are now only partitions'
+own specialists, each serving only its own kind of input.
 
 The routed program is a ``Routed`` module: a list of ordinary copies of the student (so
 ``named_predictors()``, ``dspy.Evaluate`` and ``inspect_history`` work as usual) and a router whose
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -90,15 +93,18 @@ class Router:
     """Nearest centroid: each input goes to the expert whose training inputs it is most similar to,
     or to ``fallback`` when it is empty or unlike all of them."""
 
-    def __init__(self, space: Space, centroids: np.ndarray, fallback: int, min_similarity: float):
+    def __init__(self, space: Space, centroids: np.ndarray, fallback: int, min_similarity: float,
+                 targets: Sequence[int] | None = None):
         self.space, self.centroids = space, np.asarray(centroids, dtype=float)
         self.fallback, self.min_similarity = fallback, float(min_similarity)
+        self.targets = list(range(len(self.centroids)) if targets is None else targets)  # centroid -> expert
 
     @classmethod
-    def fit(cls, space: Space, vectors_by_expert: Sequence[np.ndarray], fallback: int) -> "Router":
-        centroids = normalize(np.stack([np.asarray(v).mean(axis=0) for v in vectors_by_expert]))
-        own = [float((np.asarray(v) @ c).min()) for v, c in zip(vectors_by_expert, centroids)]
-        return cls(space, centroids, fallback, FALLBACK_RATIO * max(0.0, min(own)))
+    def fit(cls, space: Space, vectors_by_group: Sequence[np.ndarray], fallback: int,
+            targets: Sequence[int] | None = None) -> "Router":
+        centroids = normalize(np.stack([np.asarray(v).mean(axis=0) for v in vectors_by_group]))
+        own = [float((np.asarray(v) @ c).min()) for v, c in zip(vectors_by_group, centroids)]
+        return cls(space, centroids, fallback, FALLBACK_RATIO * max(0.0, min(own)), targets)
 
     def pick_vectors(self, vectors: np.ndarray) -> list[int]:
         similarity = np.asarray(vectors) @ self.centroids.T
@@ -108,8 +114,9 @@ class Router:
             if row[best] <= 0 or row[best] < self.min_similarity:
                 logger.debug("routing an input to fallback expert %d (similarity %.3f, needs %.3f)",
                              self.fallback, row[best], self.min_similarity)
-                best = self.fallback
-            picks.append(best)
+                picks.append(self.fallback)
+            else:
+                picks.append(self.targets[best])
         return picks
 
     def pick(self, inputs: dict) -> int:
@@ -117,12 +124,12 @@ class Router:
 
     def to_dict(self) -> dict:
         return {"space": self.space.to_dict(), "fallback": self.fallback, "min_similarity": self.min_similarity,
-                "centroids": [[round(float(x), 6) for x in c] for c in self.centroids]}
+                "targets": self.targets, "centroids": [[round(float(x), 6) for x in c] for c in self.centroids]}
 
     @classmethod
     def from_dict(cls, data: dict, embedder: Callable | None = None) -> "Router":
         return cls(Space.from_dict(data["space"], embedder), data["centroids"], data["fallback"],
-                   data["min_similarity"])
+                   data["min_similarity"], data.get("targets"))
 
 
 class Routed(dspy.Module):
@@ -168,56 +175,54 @@ def load_routed(student: dspy.Module, path: str | Path, embedder: Callable | Non
 
 # -- deciding where to route (compile time) -----------------------------------------------------
 
-@dataclass
-class Expert:
-    candidate: Candidate
-    examples: list[int]  # trainset positions whose inputs define its centroid
-    name: str
-
-
 class RoutePlan:
-    """Bottom-up route-or-merge decisions over a finished merge tree (``dspy_fgo.merge``)."""
+    """Which partitions keep their own specialist instead of the returned single program."""
 
-    def __init__(self, rt, nodes: list, items_of: Callable, trainset: Sequence[dspy.Example], space: Space,
-                 counters, margin: int = ROUTE_MARGIN):
-        self.rt, self.nodes, self.items_of, self.counters, self.margin = rt, nodes, items_of, counters, margin
-        self.space = space
+    def __init__(self, rt, items_of: Callable, trainset: Sequence[dspy.Example], space: Space, counters,
+                 margin: int = ROUTE_MARGIN):
+        self.rt, self.items_of, self.counters, self.margin, self.space = rt, items_of, counters, margin, space
         self._train = space([input_text(ex) for ex in trainset])
         self._vectors: dict[Any, np.ndarray] = {}
 
-    def resolve(self, node) -> list[Expert]:
-        """The experts that serve ``node``'s inputs: one when it stays merged, its children's when it routes."""
-        if not node.children:
-            return [Expert(node.candidate, node.examples, node.partition or f"node {node.id}")]
-        experts = [e for child in node.children for e in self.resolve(self.nodes[child])]
-        single = Expert(node.candidate, node.examples, f"node {node.id}")
-        if self.rt.exhausted() or not node.checks:
-            node.route = {"routes": False, "reason": "budget exhausted" if node.checks else "no held-out checks"}
-            return [single]
-        items = self.items_of(node.checks)
-        routed = self.score(experts, single, items)
-        gain = (routed - node.score) * len(items)
-        routes = gain >= self.margin - 1e-9
-        self.counters.add("nodes_routed" if routes else "nodes_kept_merged")
-        node.route = {"routes": routes, "routed_score": routed, "single_score": node.score,
-                      "gain_examples": round(gain, 3), "needs": self.margin, "experts": [e.name for e in experts]}
-        logger.info("node %d: routed %.2f vs single %.2f on %d checks -> %s", node.id, routed, node.score,
-                    len(items), "route" if routes else "merged")
-        return experts if routes else [single]
+    def decide(self, leaves: Sequence, single: Candidate) -> list[bool]:
+        """Per partition (merge-tree leaf): its specialist serves its inputs when it gets at least
+        ``margin`` more of the partition's held-out checks right than ``single`` does there."""
+        routed = []
+        for leaf in leaves:
+            if self.rt.exhausted() or not leaf.checks or leaf.candidate == single:
+                reason = ("budget exhausted" if self.rt.exhausted() else "no held-out checks" if not leaf.checks
+                          else "the specialist is the returned program")
+                leaf.route = {"routes": False, "reason": reason}
+                routed.append(False)
+                continue
+            items = self.items_of(leaf.checks)
+            single_score = self.rt.score(single, items)
+            gain = (leaf.score - single_score) * len(items)
+            routes = gain >= self.margin - 1e-9
+            self.counters.add("partitions_routed" if routes else "partitions_kept_merged")
+            leaf.route = {"routes": routes, "specialist_score": leaf.score, "single_score": single_score,
+                          "gain_examples": round(gain, 3), "needs": self.margin}
+            logger.info("partition %s: specialist %.2f vs returned program %.2f on %d checks -> %s", leaf.partition,
+                        leaf.score, single_score, len(items), "route" if routes else "merged")
+            routed.append(routes)
+        return routed
 
-    def router(self, experts: Sequence[Expert], fallback: int) -> Router:
-        return Router.fit(self.space, [self._train[e.examples] for e in experts], fallback)
+    def router(self, leaves: Sequence, routed: Sequence[bool]) -> Router:
+        """A centroid per partition; a routed one leads to its specialist, the others to the single
+        program (the last expert), so their inputs are never sent to another partition's specialist."""
+        experts = [i for i, r in enumerate(routed) if r]
+        fallback = len(experts)
+        targets = [experts.index(i) if r else fallback for i, r in enumerate(routed)]
+        return Router.fit(self.space, [self._train[leaf.examples] for leaf in leaves], fallback, targets)
 
-    def score(self, experts: Sequence[Expert], fallback: Expert, items) -> float:
-        """Each item answered by the expert it routes to (mostly cached: the merge ran every child on them)."""
-        router = self.router(experts, len(experts))
+    def score(self, router: Router, candidates: Sequence[Candidate], items) -> float:
+        """Each item answered by the candidate it routes to (mostly cached: the merge ran them there)."""
         picks = router.pick_vectors(self._vectors_of(items))
-        everyone = list(experts) + [fallback]
         total = 0.0
-        for i, expert in enumerate(everyone):
+        for i, candidate in enumerate(candidates):
             mine = [item for item, pick in zip(items, picks) if pick == i]
             if mine:
-                total += self.rt.score(expert.candidate, mine) * len(mine)
+                total += self.rt.score(candidate, mine) * len(mine)
         return total / len(items)
 
     def _vectors_of(self, items) -> np.ndarray:
@@ -226,8 +231,3 @@ class RoutePlan:
             for (k, _), v in zip(missing, self.space([input_text(ex) for _, ex in missing])):
                 self._vectors[k] = v
         return np.stack([self._vectors[k] for k, _ in items])
-
-    def program(self, student: dspy.Module, experts: Sequence[Expert], fallback: Expert) -> Routed:
-        """The routed program: ``experts`` by centroid, ``fallback`` (the root's single candidate) for the rest."""
-        everyone = list(experts) + [fallback]
-        return Routed([apply_candidate(student, e.candidate) for e in everyone], self.router(experts, len(experts)))
