@@ -10,7 +10,7 @@ import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import apply_candidate, is_text_key, read_candidate
-from dspy_fgo.divide import Partitioner, assign_checks, input_text, pool_small, resolve_partitioner
+from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import ProgressiveMerge
@@ -18,7 +18,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import RoutePlan, Routed, Space
+from dspy_fgo.route import RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
@@ -199,8 +199,7 @@ class FGO(ReflectiveOptimizer):
     def _route(self, s, student, nodes, chosen, program, selection) -> dspy.Module:
         """Give each partition whose specialist clearly beats the returned program on its held-out
         checks that specialist; return the routed program only if it also wins the final check."""
-        plan = RoutePlan(s.rt, s.items_of, s.trainset, Space.fit([input_text(ex) for ex in s.trainset],
-                                                                 self.embedder), s.counters)
+        plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
         leaves = [node for node in nodes if not node.children]
         routed = plan.decide(leaves, chosen)
         if not any(routed):

@@ -178,10 +178,12 @@ def load_routed(student: dspy.Module, path: str | Path, embedder: Callable | Non
 class RoutePlan:
     """Which partitions keep their own specialist instead of the returned single program."""
 
-    def __init__(self, rt, items_of: Callable, trainset: Sequence[dspy.Example], space: Space, counters,
-                 margin: int = ROUTE_MARGIN):
-        self.rt, self.items_of, self.counters, self.margin, self.space = rt, items_of, counters, margin, space
-        self._train = space([input_text(ex) for ex in trainset])
+    def __init__(self, rt, items_of: Callable, trainset: Sequence[dspy.Example], embedder: Callable | None,
+                 counters, margin: int = ROUTE_MARGIN):
+        self.rt, self.items_of, self.counters, self.margin = rt, items_of, counters, margin
+        texts = [input_text(ex) for ex in trainset]
+        self.space = Space.fit(texts, embedder)
+        self._train = self.space(texts)
         self._vectors: dict[Any, np.ndarray] = {}
 
     def decide(self, leaves: Sequence, single: Candidate) -> list[bool]:
