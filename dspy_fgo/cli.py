@@ -70,8 +70,15 @@ def _quiet() -> None:
     bars and a table."""
     import logging
 
-    os.environ["TQDM_DISABLE"] = "1"  # DSPy's bootstrapping and evaluation bars; ours ask for disable=False
+    import tqdm
 
+    # DSPy's bootstrapping and evaluation bars call ``tqdm.tqdm``. Setting TQDM_DISABLE here is too late:
+    # tqdm reads its environment once, at import. The demo's own bars use ``tqdm.auto`` and stay.
+    class Silent(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    tqdm.tqdm = Silent
     for name in ("dspy", "optuna", "LiteLLM", "litellm", "httpx", "dspy_fgo"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

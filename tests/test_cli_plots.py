@@ -25,3 +25,27 @@ def test_help_explains_itself(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "demo" in out and "report" in out and "bench" in out
+
+
+def test_demo_quiets_dspy_bars_but_keeps_its_own(monkeypatch, capsys):
+    """DSPy's bootstrapping bar calls tqdm.tqdm (tqdm read TQDM_DISABLE at import, so the demo cannot
+    use it); the demo's own bars (tqdm.auto, disable=False) must still draw."""
+    import logging
+
+    import tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+
+    from dspy_fgo.cli import _quiet
+
+    monkeypatch.setattr(tqdm, "tqdm", tqdm.tqdm)  # restored after the test, as are the log levels
+    levels = {name: logging.getLogger(name).level for name in ("dspy", "optuna", "LiteLLM", "litellm", "httpx",
+                                                               "dspy_fgo")}
+    try:
+        _quiet()
+        list(tqdm.tqdm(range(3), desc="dspy-bootstrap"))
+        list(auto_tqdm(range(3), desc="demo-stage", disable=False))
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    err = capsys.readouterr().err
+    assert "demo-stage" in err and "dspy-bootstrap" not in err
