@@ -153,6 +153,10 @@ def add_shared_cost(cell: dict, owner_path: Path) -> None:
         cell["own_" + key] = mine
         cell[key] = {k: (max if k.startswith("peak") else sum)(u.get(k, 0) for u in (mine, theirs))
                      for k in set(mine) | set(theirs) if isinstance(mine.get(k, theirs.get(k)), (int, float))}
+    if owner.get("resumed") and not cell.get("resumed"):
+        # The owner's figures are partial (cache replays), and so are the ones this cell took from it.
+        cell["resumed"] = True
+        cell["replayed"] = f"its partitions and merges are {owner_path.stem}'s, which was resumed"
 
 
 def main(argv=None) -> int:
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
             resumed = started.exists()
             started.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
-            cell["resumed"] = resumed
+            cell["resumed"] = resumed  # before add_shared_cost: an owner's resumption carries over
             if owner and owner != path.stem:
                 add_shared_cost(cell, out / "cells" / f"{owner}.json")
             elif not owner and unit_dir.exists():  # this cell made checkpoint units: others may share them

@@ -122,6 +122,7 @@ def test_fgo_route_shares_fgos_units_and_pays_for_them(tmp_path):
     assert route["optimizer_usage"]["calls"] == fgo["optimizer_usage"]["calls"]
     assert route["report"]["settings"]["route"] is True
     knn = json.loads((out / "cells" / "bbh15-predict-knn-fewshot-seed0.json").read_text())
+    assert not route["resumed"]
     assert 0 <= knn["test_accuracy"] <= 1
 
 
@@ -137,3 +138,12 @@ def test_ratios_are_against_mipro_with_demos_when_it_ran():
     assert "tokens vs mipro-demos" in text
     fgo = next(l for l in text.splitlines() if "| fgo |" in l)
     assert [c.strip() for c in fgo.split("|")[1:-1]][-2:] == ["4.00x", "2.00x"]
+
+
+def test_a_cell_sharing_a_resumed_cells_units_is_partial_too(tmp_path):
+    owner = {"compile_wall_s": 100.0, "resumed": True, "optimizer_usage": {"calls": 5}, "task_usage": {"calls": 9}}
+    (tmp_path / "bbh15-predict-fgo-seed2.json").write_text(json.dumps(owner))
+    cell = {"compile_wall_s": 4.0, "resumed": False, "optimizer_usage": {}, "task_usage": {"calls": 3}}
+    run.add_shared_cost(cell, tmp_path / "bbh15-predict-fgo-seed2.json")
+    assert cell["resumed"] and "bbh15-predict-fgo-seed2" in cell["replayed"]
+    assert cell["compile_wall_s"] == 104.0 and cell["task_usage"]["calls"] == 12
