@@ -22,6 +22,12 @@ def _billed(usage: dict) -> int:
     return usage.get("billed_calls", usage.get("calls", 0))
 
 
+def partial(cell: dict) -> bool:
+    """Whether a cell's time and tokens miss some of its compile: it resumed (or replayed another run's
+    calls) without the earlier attempts' figures (``benchmarks.attempts``)."""
+    return bool(cell.get("resumed")) and not cell.get("cost_over_attempts")
+
+
 def _mean_or_none(values: list[float]) -> float | None:
     return statistics.mean(values) if values else None
 
@@ -43,11 +49,11 @@ def aggregate(cells: list[dict]) -> list[dict]:
             "optimizer_billed_calls": statistics.mean(_billed(u) for u in opt),
             "optimizer_prompt_tokens": statistics.mean(u.get("prompt_tokens", 0) for u in opt),
             "optimizer_completion_tokens": statistics.mean(u.get("completion_tokens", 0) for u in opt),
-            "resumed_seeds": sorted(c["seed"] for c in group if c.get("resumed")),
-            # Ratios compare only cells that ran whole: a resumed cell's tokens and time are partial.
+            "resumed_seeds": sorted(c["seed"] for c in group if partial(c)),
+            # Ratios compare only cells whose whole compile was measured.
             "fresh_prompt_tokens": _mean_or_none([u.get("prompt_tokens", 0)
-                                                  for c, u in zip(group, opt) if not c.get("resumed")]),
-            "fresh_wall_s": _mean_or_none([c["compile_wall_s"] for c in group if not c.get("resumed")]),
+                                                  for c, u in zip(group, opt) if not partial(c)]),
+            "fresh_wall_s": _mean_or_none([c["compile_wall_s"] for c in group if not partial(c)]),
             "peak_optimizer_prompt_tokens": max(u.get("peak_prompt_tokens", 0) for u in opt),
             "task_calls": statistics.mean((c.get("task_usage") or {}).get("calls", 0) for c in group),
         })
@@ -64,8 +70,10 @@ TOKEN_FOOTNOTE = ("Optimizer calls and tokens: calls served by DSPy's disk cache
                   "requests made again (FGO critiquing an unchanged run in a later epoch).")
 RESUMED_FOOTNOTE = ("‡ A cell resumed after an interruption, or one whose calls an earlier run had made (its "
                     "`replayed` field says which), replays them from DSPy's disk cache: their tokens, and the "
-                    "earlier run's wall time, are missing from its figures.")
-RATIO_FOOTNOTE = "¹ Ratios of means over the cells that were not resumed."
+                    "earlier run's wall time, are missing from its figures. A cell that recorded its earlier "
+                    "attempts' figures adds them instead (`cost_over_attempts`) and is not marked.")
+RATIO_FOOTNOTE = ("¹ Ratios of means over the cells whose whole compile was measured: not resumed, or resumed "
+                  "with the earlier attempts' time and tokens added (`cost_over_attempts`).")
 
 
 def _ratio(row: dict, base: dict | None, key: str) -> str:
@@ -109,9 +117,15 @@ def cell_table(cells: list[dict]) -> str:
             f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_accuracy']:.1f} % | "
             f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({_billed(opt)}) | "
             f"{opt.get('prompt_tokens', 0)} | {opt.get('peak_prompt_tokens', 0)} | {task.get('calls', 0)} "
-            f"({_billed(task)}) | {'yes' if c.get('resumed') else ''} | "
+            f"({_billed(task)}) | {_resumed(c)} | "
             f"{c.get('code_version') or 'not recorded'} |")
     return "\n".join(lines)
+
+
+def _resumed(cell: dict) -> str:
+    if cell.get("cost_over_attempts"):
+        return f"yes, cost summed over {cell['cost_over_attempts']} attempts"
+    return "yes" if cell.get("resumed") else ""
 
 
 def plots(rows: list[dict], out: Path) -> list[str]:

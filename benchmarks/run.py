@@ -19,11 +19,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 
+from benchmarks.attempts import Heartbeat, Marker, combine_usage  # noqa: E402
 from benchmarks.methods import METHODS, SHARES_UNITS_WITH, Setup  # noqa: E402
 from benchmarks.report import write_summary  # noqa: E402
 from benchmarks.tasks import TASKS  # noqa: E402
@@ -97,8 +99,9 @@ def code_version() -> str | None:
 
 
 def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None,
-             epochs: int | None = None) -> dict:
-    """Compile with one method and seed, then score on the test split."""
+             epochs: int | None = None, on_progress: Callable[[dict], None] = lambda spent: None) -> dict:
+    """Compile with one method and seed, then score on the test split. While it compiles,
+    ``on_progress`` gets the wall time and usage so far every ``attempts.HEARTBEAT_S`` seconds."""
     task_lm = task_lm.copy(stop=list(task.stop)) if task.stop else task_lm
     # Seeds must change the optimizer's sampled proposals even with the disk cache on.
     seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
@@ -107,26 +110,30 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
                   epochs=epochs)
     meter = RoleMeter("compile")
     start = time.perf_counter()
-    with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]):
+    # When both roles use one model name, calls cannot be split by role: report them as task usage.
+    split = seeded_prompt.model != task_lm.model
+
+    def spent() -> dict:
+        by_model = {m: u.to_dict() for m, u in meter.by_model.items()}
+        return {"compile_wall_s": round(time.perf_counter() - start, 1), "usage_by_model": by_model,
+                "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
+                "task_usage": by_model.get(task_lm.model, {})}
+
+    with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]), \
+            Heartbeat(lambda: on_progress(spent())):
         program, extra = METHODS[method](task.make_program(), task.train, task.val, setup)
-    wall = time.perf_counter() - start
+    compiled = spent()
     with dspy.context(lm=task_lm):
         evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=num_threads,
                                    display_progress=False, max_errors=len(task.test))(program)
     per_group: dict[str, list[float]] = {}
     for example, _, score in evaluation.results:
         per_group.setdefault(task.group_of(example), []).append(float(score))
-    by_model = {m: u.to_dict() for m, u in meter.by_model.items()}
-    # When both roles use one model name, calls cannot be split by role: report them as task usage.
-    split = seeded_prompt.model != task_lm.model
     return {
         "task": task.name, "method": method, "seed": seed,
         "test_accuracy": evaluation.score / 100.0, "n_test": len(task.test),
         "per_group_accuracy": {g: sum(v) / len(v) for g, v in sorted(per_group.items())},
-        "compile_wall_s": round(wall, 1),
-        "usage_by_model": by_model,
-        "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
-        "task_usage": by_model.get(task_lm.model, {}),
+        **compiled,
         "instructions": read_candidate(program, tools=True),  # an agent's tool descriptions too
         **({"epochs": epochs} if epochs is not None else {}),
         **({"task_stop": list(task.stop)} if task.stop else {}),
@@ -149,11 +156,9 @@ def add_shared_cost(cell: dict, owner_path: Path) -> None:
     cell["own_compile_wall_s"] = cell["compile_wall_s"]
     cell["compile_wall_s"] = round(cell["compile_wall_s"] + owner["compile_wall_s"], 1)
     for key in ("optimizer_usage", "task_usage"):
-        mine, theirs = cell.get(key) or {}, owner.get(key) or {}
-        cell["own_" + key] = mine
-        cell[key] = {k: (max if k.startswith("peak") else sum)(u.get(k, 0) for u in (mine, theirs))
-                     for k in set(mine) | set(theirs) if isinstance(mine.get(k, theirs.get(k)), (int, float))}
-    if owner.get("resumed") and not cell.get("resumed"):
+        cell["own_" + key] = cell.get(key) or {}
+        cell[key] = combine_usage(cell["own_" + key], owner.get(key) or {})
+    if owner.get("resumed") and not owner.get("cost_over_attempts") and not cell.get("resumed"):
         # The owner's figures are partial (cache replays), and so are the ones this cell took from it.
         cell["resumed"] = True
         cell["replayed"] = f"its partitions and merges are {owner_path.stem}'s, which was resumed"
@@ -192,12 +197,12 @@ def main(argv=None) -> int:
             unit_dir = out / "checkpoints" / path.stem.replace(f"-{method}-", f"-{SHARES_UNITS_WITH.get(method, method)}-")
             owner = read_owner(unit_dir)
             checkpoint = str(unit_dir)
-            # A marker left by a killed attempt: this cell's cache replays make its usage and time partial.
-            started = path.with_suffix(".started")
-            resumed = started.exists()
-            started.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs)
-            cell["resumed"] = resumed  # before add_shared_cost: an owner's resumption carries over
+            # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.
+            marker = Marker(path.with_suffix(".started"))
+            cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs,
+                            on_progress=marker.record)
+            cell["resumed"] = marker.resumed  # before add_shared_cost: an owner's resumption carries over
+            marker.add_earlier(cell)
             if owner and owner != path.stem:
                 add_shared_cost(cell, out / "cells" / f"{owner}.json")
             elif not owner and unit_dir.exists():  # this cell made checkpoint units: others may share them
@@ -207,7 +212,7 @@ def main(argv=None) -> int:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2, default=str))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cell
-            started.unlink()
+            marker.done()
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: test accuracy "
                   f"{cell['test_accuracy']:.3f}, compile {cell['compile_wall_s']:.0f}s, optimizer prompt tokens "
                   f"{cell['optimizer_usage'].get('prompt_tokens', 0)}", flush=True)

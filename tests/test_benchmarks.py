@@ -147,3 +147,41 @@ def test_a_cell_sharing_a_resumed_cells_units_is_partial_too(tmp_path):
     run.add_shared_cost(cell, tmp_path / "bbh15-predict-fgo-seed2.json")
     assert cell["resumed"] and "bbh15-predict-fgo-seed2" in cell["replayed"]
     assert cell["compile_wall_s"] == 104.0 and cell["task_usage"]["calls"] == 12
+
+
+def test_a_resumed_cell_adds_what_its_killed_attempt_spent_and_counts_in_ratios(tmp_path):
+    from benchmarks.attempts import Marker
+    from benchmarks.report import aggregate, table
+
+    out = tmp_path / "bench"
+    (out / "cells").mkdir(parents=True)
+    killed = Marker(out / "cells" / "bbh15-predict-all-at-once-seed0.started")
+    killed.record({"compile_wall_s": 500.0, "optimizer_usage": {"calls": 7, "prompt_tokens": 1000,
+                                                                "peak_prompt_tokens": 99999},
+                   "task_usage": {"calls": 40}})  # its last heartbeat; then the session stopped it
+    argv = ["--fake", "--methods", "mipro-instructions,all-at-once", "--n-train", "1", "--n-val", "1",
+            "--n-test", "1", "--out", str(out)]
+    assert run.main(argv) == 0
+    assert not list((out / "cells").glob("*.started*"))
+    cell = json.loads((out / "cells" / "bbh15-predict-all-at-once-seed0.json").read_text())
+    assert cell["resumed"] is True and cell["cost_over_attempts"] == 2
+    assert cell["compile_wall_s"] == round(cell["own_attempt_compile_wall_s"] + 500.0, 1)
+    assert cell["optimizer_usage"]["calls"] >= 7 + 1 and cell["optimizer_usage"]["prompt_tokens"] > 1000
+    assert cell["optimizer_usage"]["peak_prompt_tokens"] == 99999 and cell["task_usage"]["calls"] > 40
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    rows = {r["method"]: r for r in aggregate(cells)}
+    assert rows["all-at-once"]["resumed_seeds"] == []  # its whole compile is measured: ratios include it
+    line = next(l for l in table(list(rows.values())).splitlines() if "| all-at-once |" in l)
+    assert [c.strip() for c in line.split("|")[1:-1]][-1].endswith("x")
+    assert "yes, cost summed over 2 attempts" in (out / "results.md").read_text()
+
+
+def test_heartbeat_reports_while_the_block_runs_and_when_it_ends():
+    import time
+
+    from benchmarks.attempts import Heartbeat
+
+    beats = []
+    with Heartbeat(lambda: beats.append(time.perf_counter()), every=0.02):
+        time.sleep(0.15)
+    assert len(beats) >= 3  # several during the block, one at its end
