@@ -12,7 +12,9 @@ embeddings): to that partition's specialist if it routes, else to the single pro
 An earlier rule decided per merge node, bottom-up, between a node's single candidate and routing
 to its children; on BBH-15 it compounded selection noise (experts that were one child's candidate
 serving two to five tasks) and lost 11 points on one seed, so experts are now only partitions'
-own specialists, each serving only its own kind of input.
+own specialists, each serving only its own kind of input. That rule, too, lost on BBH-15 (one
+seed, one routed task, -2 test questions): with 4 held-out examples per partition, the specialist
+is judged on the examples that selected it. Routing stays off by default.
 
 The routed program is a ``Routed`` module: a list of ordinary copies of the student (so
 ``named_predictors()``, ``dspy.Evaluate`` and ``inspect_history`` work as usual) and a router whose
