@@ -29,15 +29,15 @@ def combine_usage(*usages: dict) -> dict:
 class Marker:
     """The ``.started`` file of a cell in flight: earlier attempts' figures, and this attempt's so far."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, code_version: str | None = None):
+        self.path, self.code_version = path, code_version
         self.resumed = path.exists()
         self.earlier: list[dict] | None = [] if not self.resumed else _earlier(path)
         self._write(None)
 
     def record(self, snapshot: dict) -> None:
         """This attempt's figures so far (``compile_wall_s``, ``optimizer_usage``, ``task_usage``)."""
-        self._write(snapshot)
+        self._write({**snapshot, "code_version": self.code_version})
 
     def _write(self, current: dict | None) -> None:
         state = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "earlier": self.earlier, "current": current}
@@ -46,9 +46,12 @@ class Marker:
         tmp.replace(self.path)  # atomic: a kill mid-write keeps the previous figures
 
     def add_earlier(self, cell: dict) -> None:
-        """Add the earlier attempts' wall time and usage to a finished cell's, when all are known."""
+        """Add the earlier attempts' wall time and usage to a finished cell's, when all are known, and
+        name the code of each (a cell resumed under other code was made by both)."""
         if not self.earlier:
             return
+        versions = [a.get("code_version") or "not recorded" for a in self.earlier]
+        cell["earlier_code_versions"] = versions
         cell["earlier_attempts"] = self.earlier
         cell["own_attempt_compile_wall_s"] = cell["compile_wall_s"]
         cell["compile_wall_s"] = round(cell["compile_wall_s"] + sum(a["compile_wall_s"] for a in self.earlier), 1)

@@ -118,8 +118,15 @@ def cell_table(cells: list[dict]) -> str:
             f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({_billed(opt)}) | "
             f"{opt.get('prompt_tokens', 0)} | {opt.get('peak_prompt_tokens', 0)} | {task.get('calls', 0)} "
             f"({_billed(task)}) | {_resumed(c)} | "
-            f"{c.get('code_version') or 'not recorded'} |")
+            f"{_code(c)} |")
     return "\n".join(lines)
+
+
+def _code(cell: dict) -> str:
+    """The code that made a cell: every attempt's, when a resumed cell's attempts ran different code."""
+    versions = list(dict.fromkeys([*cell.get("earlier_code_versions", []),
+                                   cell.get("code_version") or "not recorded"]))
+    return " then ".join(versions)
 
 
 def _resumed(cell: dict) -> str:

@@ -198,7 +198,7 @@ def main(argv=None) -> int:
             owner = read_owner(unit_dir)
             checkpoint = str(unit_dir)
             # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.
-            marker = Marker(path.with_suffix(".started"))
+            marker = Marker(path.with_suffix(".started"), config["code_version"])
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs,
                             on_progress=marker.record)
             cell["resumed"] = marker.resumed  # before add_shared_cost: an owner's resumption carries over

@@ -155,7 +155,7 @@ def test_a_resumed_cell_adds_what_its_killed_attempt_spent_and_counts_in_ratios(
 
     out = tmp_path / "bench"
     (out / "cells").mkdir(parents=True)
-    killed = Marker(out / "cells" / "bbh15-predict-all-at-once-seed0.started")
+    killed = Marker(out / "cells" / "bbh15-predict-all-at-once-seed0.started", code_version="0ld0ld0")
     killed.record({"compile_wall_s": 500.0, "optimizer_usage": {"calls": 7, "prompt_tokens": 1000,
                                                                 "peak_prompt_tokens": 99999},
                    "task_usage": {"calls": 40}})  # its last heartbeat; then the session stopped it
@@ -173,7 +173,9 @@ def test_a_resumed_cell_adds_what_its_killed_attempt_spent_and_counts_in_ratios(
     assert rows["all-at-once"]["resumed_seeds"] == []  # its whole compile is measured: ratios include it
     line = next(l for l in table(list(rows.values())).splitlines() if "| all-at-once |" in l)
     assert [c.strip() for c in line.split("|")[1:-1]][-1].endswith("x")
-    assert "yes, cost summed over 2 attempts" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "yes, cost summed over 2 attempts" in md
+    assert f"| 0ld0ld0 then {run.code_version()} |" in md  # both attempts' code is named
 
 
 def test_heartbeat_reports_while_the_block_runs_and_when_it_ends():
