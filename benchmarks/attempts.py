@@ -46,12 +46,10 @@ class Marker:
         tmp.replace(self.path)  # atomic: a kill mid-write keeps the previous figures
 
     def add_earlier(self, cell: dict) -> None:
-        """Add the earlier attempts' wall time and usage to a finished cell's, when all are known, and
-        name the code of each (a cell resumed under other code was made by both)."""
+        """Add the earlier attempts' wall time and usage to a finished cell's, when all are known; each
+        attempt keeps the code it ran (``code_version``)."""
         if not self.earlier:
             return
-        versions = [a.get("code_version") or "not recorded" for a in self.earlier]
-        cell["earlier_code_versions"] = versions
         cell["earlier_attempts"] = self.earlier
         cell["own_attempt_compile_wall_s"] = cell["compile_wall_s"]
         cell["compile_wall_s"] = round(cell["compile_wall_s"] + sum(a["compile_wall_s"] for a in self.earlier), 1)
@@ -64,8 +62,9 @@ class Marker:
 
 
 def _earlier(path: Path) -> list[dict] | None:
-    """The figures of every attempt before this one; None if any is unknown (an old marker, or an
-    attempt killed before its first heartbeat... which spent under ``HEARTBEAT_S`` seconds: kept as 0)."""
+    """The figures of every attempt before this one, or None from a marker that has none (written
+    before markers kept figures). An attempt killed before its first heartbeat spent under
+    ``HEARTBEAT_S`` seconds and counts as 0."""
     try:
         state = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -124,8 +124,8 @@ def cell_table(cells: list[dict]) -> str:
 
 def _code(cell: dict) -> str:
     """The code that made a cell: every attempt's, when a resumed cell's attempts ran different code."""
-    versions = list(dict.fromkeys([*cell.get("earlier_code_versions", []),
-                                   cell.get("code_version") or "not recorded"]))
+    versions = list(dict.fromkeys([a.get("code_version") or "not recorded" for a in cell.get("earlier_attempts", [])]
+                                  + [cell.get("code_version") or "not recorded"]))
     return " then ".join(versions)
 
 

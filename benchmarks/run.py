@@ -27,7 +27,7 @@ import dspy  # noqa: E402
 
 from benchmarks.attempts import Heartbeat, Marker, combine_usage  # noqa: E402
 from benchmarks.methods import METHODS, SHARES_UNITS_WITH, Setup  # noqa: E402
-from benchmarks.report import write_summary  # noqa: E402
+from benchmarks.report import partial, write_summary  # noqa: E402
 from benchmarks.tasks import TASKS  # noqa: E402
 from dspy_fgo.accounting import RoleMeter  # noqa: E402
 from dspy_fgo.candidate import read_candidate  # noqa: E402
@@ -158,7 +158,7 @@ def add_shared_cost(cell: dict, owner_path: Path) -> None:
     for key in ("optimizer_usage", "task_usage"):
         cell["own_" + key] = cell.get(key) or {}
         cell[key] = combine_usage(cell["own_" + key], owner.get(key) or {})
-    if owner.get("resumed") and not owner.get("cost_over_attempts") and not cell.get("resumed"):
+    if partial(owner) and not cell.get("resumed"):
         # The owner's figures are partial (cache replays), and so are the ones this cell took from it.
         cell["resumed"] = True
         cell["replayed"] = f"its partitions and merges are {owner_path.stem}'s, which was resumed"
