@@ -1,0 +1,198 @@
+"""Rescore finished cells on a larger test split, and say which differences the noise can explain.
+
+    python -m benchmarks.rescore --out benchmarks/results/bbh15-predict-v3 --n-test 32
+
+A cell's accuracy on 150 questions moves by about 4 points from the questions alone, the size of
+the gaps the benchmark has to judge. Compiling is the expensive part, and every cell keeps the
+program it compiled (``instructions``: its instructions and demos), so this rebuilds each program
+without an LM call and evaluates it on a test split of ``--n-test`` examples per group, taken
+after the same train and val examples (the cell's own test questions are its first ones). Nothing
+is compiled again: the programs are exactly the ones in the cells. A program that cannot be
+rebuilt from its cell (a routed program: its router is not saved) is skipped and listed.
+
+Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
+resumes. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
+difference of their mean accuracies with a 95% interval from a bootstrap that resamples both the
+seeds of each method and the test questions, so that the interval carries the optimizer's spread
+between seeds as well as the questions'. A difference whose interval holds 0 is a tie.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks import run
+from benchmarks.methods import METHODS, Setup
+from benchmarks.tasks import TASKS
+from dspy_fgo.candidate import DEMOS, apply_candidate
+
+# Programs whose cell holds all they are: the candidate (instructions and demos) is the program.
+# KNNFewShot picks demos per input at inference; compiling it again costs no LM call.
+RECOMPILE_FREE = {"knn-fewshot"}
+BOOTSTRAP_DRAWS = 2000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rescore", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="a benchmark directory (its cells/ and config.json)")
+    p.add_argument("--n-test", type=int, required=True, help="test examples per group")
+    p.add_argument("--methods", default=None, help="comma-separated (default: every method with cells)")
+    p.add_argument("--reference", default="mipro-demos", help="the method every other one is compared with")
+    p.add_argument("--data", default=None, help="BBH JSONL directory (default: the vendored sample)")
+    p.add_argument("--num-threads", type=int, default=4)
+    p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
+    return p.parse_args(argv)
+
+
+def rebuild(cell: dict, task, setup: Setup):
+    """The program a cell compiled, or None when its cell does not hold it."""
+    student = task.make_program()
+    if cell["method"] in RECOMPILE_FREE:
+        return METHODS[cell["method"]](student, task.train, task.val, setup)[0]
+    names = {name for name, _ in student.named_predictors()}
+    saved = {key.removesuffix(DEMOS) for key in cell["instructions"]}
+    return apply_candidate(student, cell["instructions"]) if saved <= names else None
+
+
+def question_key(example) -> str:
+    return f"{example.get('task', '')}/{example.get('id', example.get('question', ''))}"
+
+
+def first_per_group(examples, group_of, k: int) -> list:
+    """The first ``k`` examples of each group, in order: a cell's own test questions within a larger split."""
+    seen: dict[str, int] = {}
+    firsts = []
+    for ex in examples:
+        seen[group_of(ex)] = seen.get(group_of(ex), 0) + 1
+        if seen[group_of(ex)] <= k:
+            firsts.append(ex)
+    return firsts
+
+
+def rescore_cell(cell: dict, task, setup: Setup) -> dict | None:
+    import dspy
+
+    program = rebuild(cell, task, setup)
+    if program is None:
+        return None
+    with dspy.context(lm=setup.task_lm):
+        evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=setup.num_threads,
+                                   display_progress=False, max_errors=len(task.test))(program)
+    scores = {question_key(ex): float(score) for ex, _, score in evaluation.results}
+    # The cell's own test questions come first in each group: scoring them again must give its accuracy.
+    groups = len({task.group_of(ex) for ex in task.test})
+    first = [question_key(ex) for ex in first_per_group(task.test, task.group_of, cell["n_test"] // groups)]
+    return {"method": cell["method"], "seed": cell["seed"], "cell_code_version": cell.get("code_version"),
+            "cell_test_accuracy": cell["test_accuracy"], "cell_n_test": cell["n_test"],
+            "same_questions_accuracy": round(statistics.mean(scores[k] for k in first), 4) if first else None,
+            "n_test": len(scores), "test_accuracy": round(statistics.mean(scores.values()), 4), "scores": scores}
+
+
+def bootstrap_difference(a: list[dict], b: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0):
+    """(difference of mean accuracy a - b, 2.5th and 97.5th percentiles), both in points.
+
+    ``a`` and ``b`` are per-seed score dicts over the same questions. Each draw resamples the seeds of
+    each method and the questions, all with replacement."""
+    questions = sorted(set(a[0]))
+    rng = random.Random(seed)
+
+    def mean(runs, qs):
+        return sum(r[q] for r in runs for q in qs) / (len(runs) * len(qs))
+
+    diffs = []
+    for _ in range(draws):
+        qs = rng.choices(questions, k=len(questions))
+        diffs.append(mean(rng.choices(a, k=len(a)), qs) - mean(rng.choices(b, k=len(b)), qs))
+    diffs.sort()
+    low, high = diffs[int(0.025 * draws)], diffs[int(0.975 * draws) - 1]
+    return 100 * (mean(a, questions) - mean(b, questions)), 100 * low, 100 * high
+
+
+def summary(rescored: list[dict], reference: str) -> list[dict]:
+    by_method: dict[str, list[dict]] = {}
+    for r in sorted(rescored, key=lambda r: (r["method"], r["seed"])):
+        by_method.setdefault(r["method"], []).append(r)
+    ref = [r["scores"] for r in by_method.get(reference, [])]
+    rows = []
+    for method, runs in by_method.items():
+        accs = [100 * r["test_accuracy"] for r in runs]
+        row = {"method": method, "seeds": [r["seed"] for r in runs], "accuracy": accs,
+               "mean": statistics.mean(accs), "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+               "n_test": runs[0]["n_test"]}
+        if ref and method != reference:
+            diff, low, high = bootstrap_difference([r["scores"] for r in runs], ref)
+            row.update(diff=diff, low=low, high=high,
+                       verdict="tie" if low <= 0 <= high else ("ahead" if low > 0 else "behind"))
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], reference: str) -> str:
+    lines = [f"| method | seeds | test acc per seed | mean ± sd | vs {reference}: difference [95% interval] | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        per_seed = " / ".join(f"{a:.1f}" for a in r["accuracy"])
+        versus = f"{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if "diff" in r else "–"
+        lines.append(f"| {r['method']} | {len(r['seeds'])} | {per_seed} | {r['mean']:.1f} ± {r['sd']:.1f} "
+                     f"(n={r['n_test']}) | {versus} | {r.get('verdict', '–')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    config = json.loads((out / "config.json").read_text())
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    if args.methods:
+        wanted = {m.strip() for m in args.methods.split(",")}
+        cells = [c for c in cells if c["method"] in wanted]
+    if not cells:
+        sys.exit(f"no cells to rescore in {out / 'cells'}")
+    task_name = cells[0]["task"]
+    sizes = dict(n_train=config["n_train"], n_val=config["n_val"])
+    task = TASKS[task_name](program=config["program"], n_test=args.n_test, source=args.data, **sizes)
+    dest = out / f"rescore-n{args.n_test}"
+    dest.mkdir(exist_ok=True)
+    model_args = run.parse_args(["--program", config["program"], "--max-tokens", str(config["max_tokens"]),
+                                 *(["--fake"] if args.fake else [])])
+    skipped, rescored = [], []
+    with run.models(model_args) as (task_lm, prompt_lm, _):
+        task_lm = task_lm.copy(stop=list(task.stop)) if task.stop else task_lm
+        for cell in cells:
+            name = f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}"
+            path = dest / f"{name}.json"
+            if path.exists():
+                rescored.append(json.loads(path.read_text()))
+                continue
+            setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=prompt_lm, seed=cell["seed"],
+                          num_threads=args.num_threads)
+            result = rescore_cell(cell, task, setup)
+            if result is None:
+                skipped.append(name)
+                print(f"{name}: its program cannot be rebuilt from the cell, skipped", flush=True)
+                continue
+            result["code_version"] = run.code_version()
+            path.write_text(json.dumps(result, indent=2))
+            rescored.append(result)
+            print(f"{name}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
+                  f"(its own {cell['n_test']}: {100 * (result['same_questions_accuracy'] or 0):.1f} %, "
+                  f"cell said {100 * cell['test_accuracy']:.1f} %)", flush=True)
+    rows = summary(rescored, args.reference)
+    md = [f"Command: `python -m benchmarks.rescore {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+          table(rows, args.reference), ""]
+    md += [f"Not rescored (program not in its cell): {', '.join(skipped)}", ""] if skipped else []
+    (dest / "summary.json").write_text(json.dumps({"reference": args.reference, "rows": rows,
+                                                   "skipped": skipped}, indent=2))
+    (dest / "summary.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

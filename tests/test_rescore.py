@@ -1,0 +1,61 @@
+"""Rescoring finished cells on a larger test split (fake LMs for the plumbing)."""
+
+import json
+
+import dspy
+
+from benchmarks import rescore, run
+from benchmarks.methods import Setup
+from benchmarks.tasks import TASKS
+
+
+def test_rescoring_rebuilds_each_cells_program_and_scores_it_on_more_questions(tmp_path):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized,fgo,knn-fewshot", "--n-train", "1", "--n-val", "1",
+              "--n-test", "2", "--out", str(out)])
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "5", "--reference", "unoptimized"]) == 0
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "rescore-n5").glob("bbh15-*.json")}
+    assert set(results) == {"bbh15-predict-unoptimized-seed0", "bbh15-predict-fgo-seed0",
+                            "bbh15-predict-knn-fewshot-seed0"}
+    for result in results.values():
+        assert result["n_test"] == 5 * 15 and len(result["scores"]) == 75
+        # The cell's own questions are the first of each group: the rebuilt program scores them as the cell did.
+        assert result["same_questions_accuracy"] == result["cell_test_accuracy"]
+    summary = json.loads((out / "rescore-n5" / "summary.json").read_text())
+    assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo", "knn-fewshot"}
+    assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
+
+
+def test_a_program_the_cell_does_not_hold_is_skipped_not_guessed():
+    task = TASKS["bbh15"](n_train=1, n_val=1, n_test=1)
+    setup = Setup(metric=task.metric, task_lm=None, prompt_lm=None, seed=0, num_threads=1)
+    routed = {"method": "fgo-route", "instructions": {"experts[0]": "A", "experts[1]": "B"}}
+    assert rescore.rebuild(routed, task, setup) is None
+    demo = {"question": "q", "answer": "a"}
+    plain = {"method": "fgo", "instructions": {"self": "Answer briefly.", "self::demos": json.dumps([demo])}}
+    program = rescore.rebuild(plain, task, setup)
+    predictor = dict(program.named_predictors())["self"]
+    assert predictor.signature.instructions == "Answer briefly."
+    assert [d.toDict() for d in predictor.demos] == [demo]
+
+
+def test_first_per_group_finds_a_cells_own_questions_in_a_larger_split():
+    examples = [dspy.Example(task=t, id=i) for t in "ab" for i in range(4)]
+    firsts = rescore.first_per_group(examples, lambda ex: ex.task, 2)
+    assert [(ex.task, ex.id) for ex in firsts] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def _runs(accuracies, n=200):
+    return [{f"q{i}": float(i < acc * n) for i in range(n)} for acc in accuracies]
+
+
+def test_a_clear_gap_is_ahead_and_a_gap_inside_the_noise_is_a_tie():
+    diff, low, high = rescore.bootstrap_difference(_runs([0.60, 0.62, 0.61]), _runs([0.40, 0.41, 0.42]))
+    assert round(diff) == 20 and 0 < low < diff < high
+    # Two points on 200 questions, with seeds spread over four: the interval holds 0.
+    diff, low, high = rescore.bootstrap_difference(_runs([0.40, 0.44, 0.42]), _runs([0.38, 0.42, 0.40]))
+    assert round(diff) == 2 and low < 0 < high
+    rows = rescore.summary([{"method": m, "seed": s, "test_accuracy": acc, "n_test": 200, "scores": runs}
+                            for m, accs in (("a", [0.60, 0.62, 0.61]), ("b", [0.40, 0.41, 0.42]))
+                            for s, (acc, runs) in enumerate(zip(accs, _runs(accs)))], reference="b")
+    assert next(r for r in rows if r["method"] == "a")["verdict"] == "ahead"
