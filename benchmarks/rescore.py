@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks import run
 from benchmarks.methods import METHODS, Setup
+from benchmarks.report import load_cells
 from benchmarks.tasks import TASKS
 from dspy_fgo.candidate import DEMOS, apply_candidate
 
@@ -69,8 +70,9 @@ def first_per_group(examples, group_of, k: int) -> list:
     seen: dict[str, int] = {}
     firsts = []
     for ex in examples:
-        seen[group_of(ex)] = seen.get(group_of(ex), 0) + 1
-        if seen[group_of(ex)] <= k:
+        group = group_of(ex)
+        seen[group] = seen.get(group, 0) + 1
+        if seen[group] <= k:
             firsts.append(ex)
     return firsts
 
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     config = json.loads((out / "config.json").read_text())
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    cells = load_cells(out)
     if args.methods:
         wanted = {m.strip() for m in args.methods.split(",")}
         cells = [c for c in cells if c["method"] in wanted]
