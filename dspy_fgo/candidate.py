@@ -80,3 +80,8 @@ def describe_predictor(program: dspy.Module, name: str) -> str:
     inputs = ", ".join(signature.input_fields)
     outputs = ", ".join(signature.output_fields)
     return f"step `{name}`: inputs ({inputs}) -> outputs ({outputs})"
+
+
+def prompt_size(candidate: Candidate) -> int:
+    """Characters the candidate adds to every call of the program: its instructions and demos."""
+    return sum(len(text) for text in candidate.values())

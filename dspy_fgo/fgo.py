@@ -9,7 +9,7 @@ from typing import Callable
 import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, check_int
-from dspy_fgo.candidate import apply_candidate, is_text_key, read_candidate
+from dspy_fgo.candidate import apply_candidate, is_text_key, prompt_size, read_candidate
 from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
@@ -168,9 +168,12 @@ class FGO(ReflectiveOptimizer):
                       for p, r in zip(partitions, results)]
             root = merger.run(leaves)
 
-        # Never return a merged root that scores below what it was built from (or the original).
+        # Never return a merged root that scores below what it was built from (or the original). On a
+        # tie the shortest prompt wins: every call of the program pays for it. The original wins only outright.
         nodes = merger.tree.nodes
         entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
+        if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
+            entries.sort(key=lambda entry: prompt_size(entry[1]))
         chosen, selection = self._select(s, entries + [("unoptimized", start)])
         selection["root_id"] = root.id
         program = apply_candidate(student, chosen)

@@ -79,6 +79,16 @@ def test_demos_come_only_from_successful_runs():
     assert demos[1] == {"question": example[0].question, "answer": example[0].answer}
 
 
+def test_demos_are_the_shortest_successful_runs_so_every_later_call_pays_less():
+    examples = make_examples(["alpha"], per_category=4)
+    answers = ["a" * 300, "short", "b" * 100, "tiny"]
+    runs = [Trajectory(key=i, example=ex, prediction=None, score=1.0,
+                       steps=[Step("self", {"question": ex.question}, {"answer": answers[i]})])
+            for i, ex in enumerate(examples)]
+    demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=2)["self::demos"])
+    assert [d["answer"] for d in demos] == ["short", "tiny"]  # the two shortest, in run order
+
+
 def rule_or_demo_task(fields, messages):
     """Right when the instruction holds the category's rule, or a demo of that category is shown."""
     question = field_value(messages, "question").split()

@@ -99,7 +99,7 @@ def test_other_clusterings_keep_the_bound(task_lm, prompt_lm, clustering):
     assert max(len(node["children"]) for node in fgo.report_.tree) <= 3
 
 
-def test_a_merge_that_scores_below_its_best_child_is_retried_then_replaced_by_that_child(task_lm):
+def test_a_merge_that_scores_below_its_best_child_is_asked_once_then_replaced_by_that_child(task_lm):
     from conftest import optimizer_respond
     from fakes import FakeLM
 
@@ -109,13 +109,44 @@ def test_a_merge_that_scores_below_its_best_child_is_retried_then_replaced_by_th
         return optimizer_respond(fields, messages)
 
     prompt = FakeLM(bad_merge)
-    fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1)
+    fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=0)
     root = fgo.report_.root
-    assert root["made_by"] == "best_child" and len(root["attempts"]) == 2  # asked twice, both lost
+    assert root["made_by"] == "best_child" and root["attempted"] == ["llm_merge"]
     assert max(root["child_scores"]) > max(root["attempts"])
     assert fgo.report_.events["merges_lost_to_best_child"] == 1
-    assert sum("merged_instruction" in p for p in prompt.prompts) == 2
+    assert sum("merged_instruction" in p for p in prompt.prompts) == 1  # no second ask
     assert RULE.findall(optimized.signature.instructions)
+
+
+def test_when_the_llm_merge_loses_the_best_childs_text_keeps_every_childs_demos_at_no_call(task_lm):
+    from conftest import optimizer_respond
+    from fakes import FakeLM
+
+    def bad_merge(fields, messages):
+        if "merged_instruction" in fields:
+            return {f: "Answer the question briefly." for f in fields}
+        return optimizer_respond(fields, messages)
+
+    prompt = FakeLM(bad_merge)
+    fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=2)
+    root = fgo.report_.root
+    assert root["attempted"] == ["pooled_demos", "llm_merge"] and root["made_by"] == "pooled_demos"
+    assert sum("merged_instruction" in p for p in prompt.prompts) == 1
+    children = [fgo.report_.tree[c]["candidate"]["self"] for c in root["children"]]
+    assert root["candidate"]["self"] in children  # a child's text, not the merge's
+    shown = {demo["question"].split()[0] for demo in json.loads(root["candidate"]["self::demos"])}
+    assert shown == set(CATS[:2])  # both partitions' demos
+
+
+def test_on_a_tie_the_shortest_prompt_is_returned(task_lm, prompt_lm):
+    # The valset holds only alpha questions: the root (both rules) and alpha's node tie on it.
+    trainset, valset = make_examples(CATS[:2]), make_examples(CATS[:1], per_category=3)
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
+              max_demos=0)
+    optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
+    scores = fgo.report_.selection["scores"]
+    assert scores["root"] == max(scores.values()) and fgo.report_.selection["returned"] != "root"
+    assert RULE.findall(optimized.signature.instructions) == ["alpha"]
 
 
 def test_valset_is_used_for_the_final_choice(task_lm, prompt_lm):
