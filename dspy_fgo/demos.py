@@ -64,6 +64,22 @@ def _shortest(demos: list[dict], n: int) -> list[dict]:
     return [distinct[i] for i in keep]
 
 
+def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:
+    """``candidate`` without the demos made from ``example``, so that running ``example`` cannot copy
+    its answer from the prompt (``BootstrapFewShot`` leaves the example out the same way). A demo is
+    the example's when it has one of the example's input fields and agrees on every such field."""
+    inputs = _plain(example.inputs().toDict())
+    kept = {}
+    for key, value in candidate.items():
+        if is_text_key(key):
+            continue
+        demos = json.loads(value)
+        own = [d for d in demos if any(f in d for f in inputs) and all(d[f] == inputs[f] for f in inputs if f in d)]
+        if own:
+            kept[key] = json.dumps([d for d in demos if d not in own], ensure_ascii=False, sort_keys=True, default=str)
+    return {**candidate, **kept}
+
+
 def demo_count(candidate: Candidate) -> int:
     return sum(len(json.loads(v)) for k, v in candidate.items() if not is_text_key(k))
 

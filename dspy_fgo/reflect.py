@@ -7,8 +7,11 @@ for several proposals (distinct rollouts, so DSPy's cache does not hand back the
 accepts the best one only when it gets more held-out examples right than the current candidate.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
-with labeled examples of failed runs filling the room, kept when they do not lose on the checks. A partition stops as soon as an epoch accepts nothing:
-its runs, and so its lessons, would be the same next epoch.
+with labeled examples of failed runs filling the room, kept when they do not lose on the checks. The runs the optimizer learns from are made without
+each example's own demo: with it, a run copies its answer from the prompt, every run "succeeds",
+and the critiques have nothing to find. A partition stops as soon as an epoch accepts nothing (its
+runs, and so its lessons, would be the same next epoch) or its held-out score is perfect (nothing
+could be accepted).
 
 The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
 lessons and rewrite, without the acceptance test, as in the paper.
@@ -23,7 +26,7 @@ import dspy
 
 from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
-from dspy_fgo.demos import demo_count, demos_from_runs
+from dspy_fgo.demos import demo_count, demos_from_runs, without_own_demos
 from dspy_fgo.guards import clean_instruction, copies_examples
 from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
 from dspy_fgo.prompts import Budget, clip
@@ -39,7 +42,7 @@ class EpochRecord:
     score: float  # the kept candidate's score on the checks (held-out) after this epoch
     candidate: Candidate
     critiques: int = 0  # runs critiqued this epoch
-    train_score: float | None = None  # the kept candidate's score on the runs learned from
+    train_score: float | None = None  # the kept candidate's score on the runs learned from (see learning_runs)
     lessons: str = ""
     proposals: list[dict] = field(default_factory=list)  # {"kind", "score", "accepted", "reason", "text"}
 
@@ -105,7 +108,7 @@ def optimize_module(
         history = [EpochRecord(**h) for h in resume["history"]]
         task, baseline, stopped = resume["task_description"], resume["baseline_score"], resume["stopped"]
         current, score = history[-1].candidate, history[-1].score
-        runs = rt.evaluate(current, train) if not stopped else []
+        runs = learning_runs(rt, current, train) if not stopped else []
     else:
         task, stopped = "", False
         current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters)
@@ -114,8 +117,8 @@ def optimize_module(
         rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
 
     for epoch in range(history[-1].epoch + 1, epochs + 1):
-        if stopped or (score >= 1.0 and mean_score(runs) >= 1.0) or rt.exhausted():
-            break  # converged, nothing left to learn here, or no budget left to learn it with
+        if stopped or score >= 1.0 or rt.exhausted():
+            break  # converged, nothing could beat a perfect held-out score, or no budget left
         if not task:
             task = describe_task(rt, program, current, train, budget)
         lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
@@ -136,7 +139,7 @@ def optimize_module(
                             "text": clip(_instructions(dict(text)), 600)})
         if accepted:
             current, score = dict(fresh[best]), scores[best]
-            runs = rt.evaluate(current, train)
+            runs = learning_runs(rt, current, train)
         history.append(EpochRecord(epoch=epoch, score=score, candidate=current, critiques=critiqued,
                                    train_score=mean_score(runs), lessons=lessons, proposals=records))
         rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
@@ -151,7 +154,7 @@ def optimize_module(
 def _first_epoch(rt, program, start, train, checks, max_demos, counters):
     """Epoch 0: the start's runs and held-out score, and demos from its runs when they do not lose."""
     current = dict(start)
-    runs = rt.evaluate(current, train)
+    runs = learning_runs(rt, current, train)
     score = baseline = rt.score(current, checks)
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
     if max_demos and not rt.exhausted():
@@ -165,9 +168,15 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters):
                                      "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
             if accepted:
                 current, score = trial, trial_score
-                runs = rt.evaluate(current, train)
+                runs = learning_runs(rt, current, train)
                 record.candidate, record.score, record.train_score = current, score, mean_score(runs)
     return current, score, runs, record, baseline
+
+
+def learning_runs(rt: Runtime, candidate: Candidate, train: Items) -> list:
+    """The candidate's runs on ``train``, each made without the example's own demo, so that the
+    critiques see how the program does on an input whose answer it was not shown."""
+    return rt.map(lambda item: rt.evaluate(without_own_demos(candidate, item[1]), [item])[0], train)
 
 
 def _state(history: list[EpochRecord], task: str, baseline: float, stopped: bool) -> dict:

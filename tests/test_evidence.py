@@ -131,3 +131,46 @@ def test_demos_that_lose_on_the_held_out_examples_are_not_kept():
               prompt_model=FakeLM(optimizer_respond), partition_by="category", epochs=0, max_demos=2)
     program = fgo.compile(student, trainset=make_examples(["alpha", "beta"], per_category=4))
     assert fgo.report_.events["demos_rejected"] == 2 and not program.demos
+
+
+def copy_from_demos_task(fields, messages):
+    """Right when the instruction holds the category's rule, or the very question is among the demos
+    (a model that copies the answer it was shown)."""
+    question = field_value(messages, "question")
+    shown = " ".join(m["content"] for m in messages[1:-1])
+    values = task_respond(fields, messages)
+    if question in shown:
+        values["answer"] = f"{question.split()[0]}-{question.split()[3]}"
+    return values
+
+
+def test_the_runs_learned_from_never_show_an_example_its_own_demo():
+    # Every run fails, so labeled examples of the failed runs become demos (kept: a tie on the
+    # checks). Run with their own demo, the same examples would copy their answers and "succeed",
+    # and the critique would find nothing to teach; run without it, they fail and the rule is learned.
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer."))
+    fgo = FGO(metric=exact, task_model=FakeLM(copy_from_demos_task, model="fake/task"),
+              prompt_model=FakeLM(optimizer_respond), partition_by="category", epochs=1, max_demos=4)
+    program = fgo.compile(student, trainset=make_examples(["beta"], per_category=6))
+    first = fgo.report_.partitions[0].epochs[0]
+    assert first["proposals"][0]["accepted"] and first["train_score"] == 0.0
+    assert "RULE-beta" in program.signature.instructions
+
+
+def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
+    def fails_question_zero(fields, messages):
+        values = task_respond(fields, messages)
+        if field_value(messages, "question").split()[3] == "0":
+            values["answer"] = "unknown"
+        return values
+
+    # Its runs are not all right (question 0 fails), but every held-out check is: no proposal could
+    # get more of them right, so an epoch would only spend calls.
+    prompt = FakeLM(optimizer_respond, model="fake/optimizer")
+    fgo = FGO(metric=exact, task_model=FakeLM(fails_question_zero, model="fake/task"), prompt_model=prompt,
+              partition_by="category", epochs=2, max_demos=0)
+    fgo.compile(dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha")),
+                trainset=make_examples(["alpha"], per_category=6))
+    first = fgo.report_.partitions[0].epochs[0]
+    assert first["score"] == 1.0 and first["train_score"] < 1.0
+    assert prompt.calls == 0 and len(fgo.report_.partitions[0].epochs) == 1
