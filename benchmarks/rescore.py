@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--reference", default="mipro-demos", help="the method every other one is compared with")
     p.add_argument("--data", default=None, help="BBH JSONL directory (default: the vendored sample)")
     p.add_argument("--num-threads", type=int, default=4)
+    p.add_argument("--nodes", default=None,
+                   help="comma-separated merge-tree node ids: also rescore those nodes of every FGO cell "
+                        "(as method 'fgo@node<id>'), to see what the final selection left behind")
     p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
     return p.parse_args(argv)
 
@@ -59,6 +62,21 @@ def rebuild(cell: dict, task, setup: Setup):
     names = {name for name, _ in student.named_predictors()}
     saved = {key.removesuffix(DEMOS) for key in cell["instructions"]}
     return apply_candidate(student, cell["instructions"]) if saved <= names else None
+
+
+def node_cells(cells: list[dict], node_ids: list[int]) -> list[dict]:
+    """For each cell with a merge tree, one cell per requested node holding that node's candidate.
+
+    The node's test accuracy was never measured, so ``test_accuracy`` is None."""
+    made = []
+    for cell in cells:
+        tree = {node["id"]: node for node in (cell.get("report") or {}).get("tree", [])}
+        for node_id in node_ids:
+            if node_id not in tree:
+                sys.exit(f"{cell['method']} seed {cell['seed']} has no merge-tree node {node_id}")
+            made.append({**cell, "method": f"{cell['method']}@node{node_id}", "test_accuracy": None,
+                         "instructions": tree[node_id]["candidate"]})
+    return made
 
 
 def question_key(example) -> str:
@@ -146,6 +164,10 @@ def table(rows: list[dict], reference: str) -> str:
     return "\n".join(lines)
 
 
+def _percent(accuracy: float | None) -> str:
+    return "not measured" if accuracy is None else f"{100 * accuracy:.1f} %"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -154,6 +176,9 @@ def main(argv=None) -> int:
     if args.methods:
         wanted = {m.strip() for m in args.methods.split(",")}
         cells = [c for c in cells if c["method"] in wanted]
+    if args.nodes:
+        cells += node_cells([c for c in cells if (c.get("report") or {}).get("tree")],
+                            [int(n) for n in args.nodes.split(",")])
     if not cells:
         sys.exit(f"no cells to rescore in {out / 'cells'}")
     task_name = cells[0]["task"]
@@ -184,7 +209,7 @@ def main(argv=None) -> int:
             rescored.append(result)
             print(f"{name}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
                   f"(its own {cell['n_test']}: {100 * (result['same_questions_accuracy'] or 0):.1f} %, "
-                  f"cell said {100 * cell['test_accuracy']:.1f} %)", flush=True)
+                  f"cell said {_percent(cell['test_accuracy'])})", flush=True)
     rows = summary(rescored, args.reference)
     md = [f"Command: `python -m benchmarks.rescore {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
           table(rows, args.reference), ""]

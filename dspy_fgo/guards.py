@@ -16,7 +16,7 @@ COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs 
 
 
 def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.lower())
+    words = _words(text)
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
@@ -29,18 +29,47 @@ def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example
     examples is about those examples (a question's names, numbers, word lists), and an instruction
     that carries it has memorized its partition rather than learned the task. The 1.5B optimizer
     did exactly that on BBH (benchmarks/README.md), and a merge would spread it to every task.
+    A proposal that states an example's answer is a copy too (``states_an_answer``).
     """
     if not examples:
         return False
     fresh = _ngrams(proposal, min_words) - _ngrams(current, min_words)
-    if not fresh:
-        return False
     grams = [_ngrams(input_text(ex), min_words) for ex in examples]
     for gram in fresh:
         holders = sum(gram in g for g in grams)
         if holders and (holders < len(grams) or len(grams) == 1):
             return True
+    return states_an_answer(proposal, current, examples)
+
+
+def states_an_answer(proposal: str, current: str, examples: Sequence[dspy.Example]) -> bool:
+    """True when ``proposal`` states some example's answer (a label of at least two words, such as
+    a date or a name) that ``current`` does not, and that is not in every example's inputs.
+
+    An instruction that ends "Therefore, the date 24 hours later is 03/03/1966" is one training
+    example solved, not a rule: the 1.5B wrote exactly that for BBH's date task with
+    ChainOfThought, and the merge then carried it to every task (benchmarks/README.md). One-word
+    labels (yes, (A), 6) are left alone: a general instruction names them too.
+    """
+    said, kept = _words(proposal), _words(current)
+    inputs = [_words(input_text(ex)) for ex in examples]
+    for example in examples:
+        for value in example.labels().values():
+            answer = _words(str(value))
+            if len(answer) < 2 or not _holds(said, answer) or _holds(kept, answer):
+                continue
+            if len(examples) == 1 or not all(_holds(words, answer) for words in inputs):
+                return True
     return False
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _holds(words: list[str], part: list[str]) -> bool:
+    n = len(part)
+    return any(words[i:i + n] == part for i in range(len(words) - n + 1))
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")

@@ -152,6 +152,22 @@ def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
     assert not copies_examples("Take 5 steps. Turn left. Take 6 steps backward.", current, [])
 
 
+def test_an_instruction_that_states_one_examples_answer_is_a_copy():
+    from dspy_fgo.guards import copies_examples
+
+    examples = [dspy.Example(question=f"Today is day {n} of March 1966. What is the date 24 hours later?",
+                             answer=f"03/{n + 1:02d}/1966").with_inputs("question") for n in (2, 5, 7)]
+    current = "Answer the question."
+    # A training question solved (the 1.5B wrote this for BBH's date task): a copy, however it is worded.
+    assert copies_examples("Add 24 hours to the day. Therefore, the date 24 hours later is 03/03/1966.",
+                           current, examples)
+    assert not copies_examples("Add 24 hours to the day and write the date as MM/DD/YYYY.", current, examples)
+    # An answer the current instruction already states, or a one-word label, is not a new copy.
+    assert not copies_examples(current + " For example 03/03/1966.", current + " For example 03/03/1966.", examples)
+    yes_no = [dspy.Example(question=f"Is {n} even?", answer="No").with_inputs("question") for n in (1, 3)]
+    assert not copies_examples("Answer Yes or No.", current, yes_no)
+
+
 def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
     trainset = make_examples(["alpha"])  # "alpha question number 0 about alpha things", ...
 

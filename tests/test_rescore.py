@@ -59,3 +59,19 @@ def test_a_clear_gap_is_ahead_and_a_gap_inside_the_noise_is_a_tie():
                             for m, accs in (("a", [0.60, 0.62, 0.61]), ("b", [0.40, 0.41, 0.42]))
                             for s, (acc, runs) in enumerate(zip(accs, _runs(accs)))], reference="b")
     assert next(r for r in rows if r["method"] == "a")["verdict"] == "ahead"
+
+
+def test_a_merge_tree_node_is_rescored_as_its_own_method(tmp_path):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized,fgo", "--n-train", "1", "--n-val", "1", "--n-test", "2",
+              "--out", str(out)])
+    cell = json.loads((out / "cells" / "bbh15-predict-fgo-seed0.json").read_text())
+    node = cell["report"]["tree"][0]
+    node["candidate"] = {"self": "The text node 0 held."}  # unlike the program the cell returned
+    made = rescore.node_cells([cell], [0])
+    assert [(c["method"], c["instructions"], c["test_accuracy"]) for c in made] == [
+        ("fgo@node0", node["candidate"], None)]
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "2", "--nodes", "0",
+                         "--reference", "unoptimized"]) == 0
+    result = json.loads((out / "rescore-n2" / "bbh15-predict-fgo@node0-seed0.json").read_text())
+    assert result["method"] == "fgo@node0" and result["n_test"] == 2 * 15
