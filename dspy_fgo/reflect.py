@@ -7,9 +7,9 @@ for several proposals (distinct rollouts, so DSPy's cache does not hand back the
 accepts the best one only when it gets more held-out examples right than the current candidate.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
-with labeled examples of failed runs filling the room, kept when they do not lose on the checks. The runs the optimizer learns from are made without
-each example's own demo: with it, a run copies its answer from the prompt, every run "succeeds",
-and the critiques have nothing to find. A partition stops as soon as an epoch accepts nothing (its
+with labeled examples of failed runs filling the room, kept when they do not lose on the checks.
+The runs the optimizer learns from are made without each example's own demo: with it, a run
+copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find. A partition stops as soon as an epoch accepts nothing (its
 runs, and so its lessons, would be the same next epoch) or its held-out score is perfect (nothing
 could be accepted).
 
