@@ -36,8 +36,10 @@ def test_optimizer_prompts_stay_flat_when_a_partition_grows_tenfold():
 def memorizing_optimizer(fields, messages):
     """Writes the expected answers of the runs it was shown into the instruction: fits them only."""
     if "new_instruction" in fields:
-        answers = sorted(set(re.findall(r"Expected: answer: (\w+-\d+)", messages[-1]["content"])))
-        return {"new_instruction": "Answer the question. Known answers: " + " ".join(answers)}
+        answers = sorted(set(re.findall(r"Expected: answer: (\w+)-(\d+)", messages[-1]["content"])))
+        # Spelled as one word ("alpha1"), which the copy guard does not catch, so that this test
+        # reaches the out-of-sample check rather than the guard.
+        return {"new_instruction": "Answer the question. Known answers: " + " ".join(a + n for a, n in answers)}
     return {f: "Look at the answers." for f in fields}
 
 
@@ -46,7 +48,7 @@ def memorized_task(fields, messages):
     question = field_value(messages, "question").split()
     answer = f"{question[0]}-{question[3]}"
     system = messages[0]["content"]
-    return {"answer": answer if re.search(rf"\b{answer}\b", system) else "unknown"}
+    return {"answer": answer if re.search(rf"\b{question[0]}{question[3]}\b", system) else "unknown"}
 
 
 def test_a_proposal_that_only_fits_the_examples_it_was_shown_is_rejected_out_of_sample():
