@@ -51,14 +51,13 @@ def states_an_answer(proposal: str, current: str, examples: Sequence[dspy.Exampl
     ChainOfThought, and the merge then carried it to every task (benchmarks/README.md). One-word
     labels (yes, (A), 6) are left alone: a general instruction names them too.
     """
-    said, kept = _words(proposal), _words(current)
-    inputs = [_words(input_text(ex)) for ex in examples]
     for example in examples:
         for value in example.labels().values():
-            answer = _words(str(value))
-            if len(answer) < 2 or not _holds(said, answer) or _holds(kept, answer):
+            answer = tuple(_words(str(value)))
+            n = len(answer)
+            if n < 2 or answer not in _ngrams(proposal, n) or answer in _ngrams(current, n):
                 continue
-            if len(examples) == 1 or not all(_holds(words, answer) for words in inputs):
+            if len(examples) == 1 or not all(answer in _ngrams(input_text(ex), n) for ex in examples):
                 return True
     return False
 
@@ -66,10 +65,6 @@ def states_an_answer(proposal: str, current: str, examples: Sequence[dspy.Exampl
 def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
-
-def _holds(words: list[str], part: list[str]) -> bool:
-    n = len(part)
-    return any(words[i:i + n] == part for i in range(len(words) - n + 1))
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
