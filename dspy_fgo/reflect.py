@@ -4,7 +4,8 @@ Each partition's examples are split in two: the runs the optimizer learns from (
 examples a change is judged on (``checks``: the valset's examples of the partition's kind, or a
 held-out fold). One epoch critiques the current runs, distills the critiques into lessons, asks
 for several proposals (distinct rollouts, so DSPy's cache does not hand back the same text), and
-accepts the best one only when it gets more held-out examples right than the current candidate.
+accepts the best one only when it gets more held-out examples right than the current candidate
+(a proposal is run first where the current one fails, and no further when it does no better there).
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
 with labeled examples of failed runs filling the room, kept when they do not lose on the checks.
@@ -31,6 +32,7 @@ from dspy_fgo.guards import clean_instruction, copies_examples
 from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
 from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
+from dspy_fgo.screen import score_if_it_can_win
 from dspy_fgo.signatures import RewriteInstruction
 
 Items = Sequence[tuple[Any, dspy.Example]]
@@ -127,13 +129,16 @@ def optimize_module(
                                          examples, rollout=(epoch - 1) * proposals + i), range(proposals))
         fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
         counters.add("proposals_made", len(fresh))
-        scores = rt.map(lambda t: rt.score(dict(t), checks), fresh)
-        best = max(range(len(fresh)), key=lambda i: scores[i], default=None)
+        kept = rt.evaluate(current, checks)  # already run: no call
+        scores = rt.map(lambda t: score_if_it_can_win(rt, dict(t), checks, kept), fresh)
+        best = max((i for i in range(len(fresh)) if scores[i] is not None), key=lambda i: scores[i], default=None)
         accepted = best is not None and scores[best] > score  # at least one more held-out example right
         records = []
         for i, text in enumerate(fresh):
             won = accepted and i == best
             counters.add("proposals_accepted" if won else "proposals_rejected_out_of_sample")
+            if scores[i] is None:
+                counters.add("proposals_screened_out")
             records.append({"kind": "instruction", "score": scores[i], "accepted": won,
                             "reason": _verdict(won, scores[i], score, ">"),
                             "text": clip(_instructions(dict(text)), 600)})
@@ -229,7 +234,7 @@ def score_history(history: Sequence[EpochRecord], name: str, last: int = 4) -> s
     for record in history[-last:]:
         lines.append(f"- epoch {record.epoch}, kept (held-out score {record.score:.2f}): "
                      f"{clip(record.candidate.get(name, ''), 300)}")
-        lines += [f"- epoch {record.epoch}, rejected (held-out score {p['score']:.2f})"
+        lines += [f"- epoch {record.epoch}, rejected ({_held_out(p['score'])})"
                   for p in record.proposals if p["kind"] == "instruction" and not p["accepted"]]
     return "\n".join(lines[-2 * last:]) or "(none)"
 
@@ -266,5 +271,12 @@ def _instructions(candidate: Candidate) -> str:
     return "\n".join(f"[{k}] {v}" for k, v in candidate.items() if is_text_key(k))
 
 
-def _verdict(accepted: bool, new: float, old: float, rule: str) -> str:
+def _held_out(score: float | None) -> str:
+    return ("no better than the kept one where it fails: the rest not run" if score is None
+            else f"held-out score {score:.2f}")
+
+
+def _verdict(accepted: bool, new: float | None, old: float, rule: str) -> str:
+    if new is None:
+        return f"rejected: {_held_out(None)}"
     return f"{'accepted' if accepted else 'rejected'}: held-out {new:.2f} vs {old:.2f} (needs {rule})"

@@ -67,6 +67,40 @@ def test_a_proposal_that_only_fits_the_examples_it_was_shown_is_rejected_out_of_
     assert len(fgo.report_.partitions[0].epochs) == 2 and events["partitions_converged"] == 2
 
 
+def even_or_rule_task(fields, messages):
+    """Right on even-numbered questions whatever the instruction; on odd ones only with the rule."""
+    question = field_value(messages, "question").split()
+    if int(question[3]) % 2 == 0:
+        return {"answer": f"{question[0]}-{question[3]}"}
+    return task_respond(fields, messages)
+
+
+def vague_optimizer(fields, messages):
+    if "new_instruction" in fields:
+        return {"new_instruction": "Answer the question with great care. VAGUE"}
+    return {f: "Be careful." for f in fields}
+
+
+def test_a_proposal_no_better_where_the_kept_one_fails_is_not_run_on_the_rest():
+    trainset = make_examples(["alpha"], per_category=4)
+    valset = [ex for ex in make_examples(["alpha"], per_category=8) if int(ex.answer.split("-")[1]) >= 4]
+    # The kept instruction gets the even checks (4, 6) right and misses the odd ones (5, 7).
+    task = FakeLM(even_or_rule_task, model="fake/task")
+    fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(vague_optimizer, model="fake/optimizer"),
+              partition_by="category", epochs=1, max_demos=0)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
+    runs_of_proposal = [p for p in task.prompts if "VAGUE" in p]
+    assert len(runs_of_proposal) == 2 and not any("number 4 " in p or "number 6 " in p for p in runs_of_proposal)
+    events = fgo.report_.events
+    assert events["proposals_screened_out"] == events["proposals_made"] == 1
+    assert fgo.report_.partitions[0].epochs[1]["proposals"][0]["score"] is None
+
+    # The screen changes no decision: a proposal that fixes the misses is run everywhere and accepted.
+    fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0)
+    assert fgo.report_.events["proposals_accepted"] == 1 and "proposals_screened_out" not in fgo.report_.events
+    assert fgo.report_.partitions[0].score_after == 1.0 and "RULE-alpha" in read_candidate(program)["self"]
+
+
 def test_demos_come_only_from_successful_runs():
     example = make_examples(["alpha"], per_category=2)
     runs = [Trajectory(key=i, example=ex, prediction=None, score=float(i == 1),
