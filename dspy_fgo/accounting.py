@@ -169,6 +169,12 @@ class Meters:
         with dspy.context(**overrides):
             yield meter
 
+    def spent(self) -> dict[str, dict[str, int]]:
+        """The running totals a stage's share is measured by: calls, billed calls and tokens per role."""
+        return {role: {k: getattr(meter.usage, k)
+                       for k in ("calls", "billed_calls", "prompt_tokens", "completion_tokens")}
+                for role, meter in self.by_role.items()}
+
     def to_dict(self) -> dict:
         """Usage per role; a role whose calls went to several models also lists them (``by_model``)."""
         out = {}

@@ -35,6 +35,7 @@ class Session:
     meters: Meters
     counters: Counters
     timings: dict[str, float] = field(default_factory=dict)
+    stage_usage: dict[str, dict] = field(default_factory=dict)  # stage -> role -> what that stage spent
 
     def items(self, indices=None) -> list[tuple[int, dspy.Example]]:
         """(key, example) pairs of the trainset; the key is the example's position."""
@@ -52,12 +53,18 @@ class Session:
 
     @contextmanager
     def stage(self, name: str):
-        """Time a stage of the compile into ``timings``."""
-        start = time.perf_counter()
+        """Time a stage of the compile into ``timings``, and count its LM use into ``stage_usage``
+        (stages run one after another, so the difference of the meters is the stage's own)."""
+        start, before = time.perf_counter(), self.meters.spent()
         try:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+            spent = self.stage_usage.setdefault(name, {})
+            for role, now in self.meters.spent().items():
+                delta = {k: v - before[role][k] for k, v in now.items()}
+                if delta["calls"]:
+                    spent[role] = {k: spent.get(role, {}).get(k, 0) + v for k, v in delta.items()}
 
     @property
     def progress(self) -> Progress:
@@ -177,7 +184,7 @@ class ReflectiveOptimizer(Teleprompter):
                 f"max_cost={self.max_cost}): the run stopped "
                 "starting new work and returned the best program found so far")
         report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
-                        timings=s.timings, events=s.counters.to_dict(), **fields)
+                        timings=s.timings, stage_usage=s.stage_usage, events=s.counters.to_dict(), **fields)
         logger.info("%s done:\n%s", self.method, report.summary())
         from dspy_fgo.tracking import log_to_mlflow  # lazy: mlflow is optional
 

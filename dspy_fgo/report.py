@@ -34,6 +34,7 @@ class Report:
     selection: dict[str, Any] = field(default_factory=dict)  # what was returned and why
     usage: dict[str, dict] = field(default_factory=dict)  # role -> calls / tokens
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    stage_usage: dict[str, dict] = field(default_factory=dict)  # stage -> role -> calls / tokens it spent
     events: dict[str, int] = field(default_factory=dict)  # prompt trims, rejected proposals, errors
     notes: list[str] = field(default_factory=list)
 
@@ -93,6 +94,11 @@ class Report:
                 )
         if self.timings:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        for stage, roles in self.stage_usage.items():
+            if roles:
+                lines.append(f"  {stage}: " + "; ".join(
+                    f"{role} {u['billed_calls']} billed calls, {u['prompt_tokens'] + u['completion_tokens']} tokens"
+                    for role, u in roles.items()))
         if self.events:
             lines.append("  events: " + ", ".join(f"{k}={v}" for k, v in self.events.items()))
         lines += [f"  note: {n}" for n in self.notes]

@@ -38,8 +38,15 @@ def test_learns_every_category_and_reports(task_lm, prompt_lm):
     assert report.usage["optimizer"]["prompt_tokens"] > 0
     assert report.usage["optimizer"]["peak_prompt_tokens"] <= report.usage["optimizer"]["prompt_tokens"]
     assert set(report.timings) == {"divide", "optimize", "merge", "select"}
+    # Each stage's share of the LM use: together they are the whole compile's, and the merge's
+    # optimizer calls are the merge calls its tree records.
+    for role in ("task", "optimizer"):
+        for key in ("calls", "billed_calls", "prompt_tokens", "completion_tokens"):
+            assert sum(u.get(role, {}).get(key, 0) for u in report.stage_usage.values()) == report.usage[role][key]
+    assert report.stage_usage["merge"]["optimizer"]["calls"] == sum(n["merge_calls"] for n in report.tree) > 0
+    assert report.stage_usage["optimize"]["task"]["calls"] > 0 and "optimizer" not in report.stage_usage["divide"]
     json.dumps(report.to_dict())
-    assert "partition" in report.summary()
+    assert "partition" in report.summary() and "merge: task" in report.summary()
 
 
 def test_student_is_untouched(task_lm, prompt_lm):
