@@ -122,6 +122,23 @@ def cell_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def stage_table(cells: list[dict]) -> str:
+    """Where each FGO-style compile spent its time and LM use, stage by stage (cells whose report
+    has ``stage_usage``); empty when none has."""
+    lines = []
+    for c in sorted(cells, key=lambda c: (c["task"], c["method"], c["seed"])):
+        report = c.get("report") or {}
+        for stage, roles in (report.get("stage_usage") or {}).items():
+            task, opt = roles.get("task", {}), roles.get("optimizer", {})
+            lines.append(f"| {c['method']} | {c['seed']} | {stage} | {report['timings'].get(stage, 0):.0f} | "
+                         f"{task.get('billed_calls', 0)} | {task.get('prompt_tokens', 0) + task.get('completion_tokens', 0)} | "
+                         f"{opt.get('billed_calls', 0)} | {opt.get('prompt_tokens', 0) + opt.get('completion_tokens', 0)} |")
+    if not lines:
+        return ""
+    return "\n".join(["| method | seed | stage | wall s | task calls (billed) | task tokens | optimizer calls "
+                      "(billed) | optimizer tokens |", "|---|---|---|---|---|---|---|---|"] + lines)
+
+
 def _code(cell: dict) -> str:
     """The code that made a cell: every attempt's, when a resumed cell's attempts ran different code."""
     versions = list(dict.fromkeys([a.get("code_version") or "not recorded" for a in cell.get("earlier_attempts", [])]
@@ -170,5 +187,7 @@ def write_summary(out: Path, config: dict) -> None:
     md += [TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, ""]
     md += ["Cells:", "", cell_table(cells), ""]
     md += [RESUMED_FOOTNOTE, ""] if any(r["resumed_seeds"] for r in rows) else []
+    stages = stage_table(cells)
+    md += ["Where the compile went (tokens: prompt and completion):", "", stages, ""] if stages else []
     md += [f"![{name}]({name})" for name in images]
     (out / "results.md").write_text("\n".join(md) + "\n")

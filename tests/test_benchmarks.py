@@ -21,7 +21,13 @@ def test_runner_writes_cells_summary_and_resumes(tmp_path, capsys):
     assert cell["report"]["method"] == "FGO"
     results = json.loads((out / "results.json").read_text())
     assert {row["method"] for row in results["rows"]} == {"unoptimized", "fgo", "all-at-once"}
-    assert "| bbh15 | fgo | 2 |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| bbh15 | fgo | 2 |" in md
+    # Where FGO's compile went, stage by stage, from its report.
+    optimize = cell["report"]["stage_usage"]["optimize"]["task"]
+    assert optimize["billed_calls"] > 0
+    assert f"| fgo | 0 | optimize | {cell['report']['timings']['optimize']:.0f} | {optimize['billed_calls']} |" in md
+    assert "| fgo | 0 | merge |" in md
 
     capsys.readouterr()
     assert run.main(argv) == 0  # a rerun redoes nothing
