@@ -156,10 +156,11 @@ class FGO(ReflectiveOptimizer):
 
         if any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
-                         "capped at the largest child's count, then validates on the union of their held-out examples")
+                         "capped at max_demos (with inner=, at the largest child's count), "
+                         "then validates on the union of their held-out examples")
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
-                                  checkpoint=checkpoint)
+                                  max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")

@@ -6,7 +6,7 @@ floor(sqrt(n)) clusters, each merged recursively, and the cluster results are me
 way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
 paper's ablation that merges everything at once). Every merged node is validated on the union of
 its children's checks (the held-out examples their partitions were judged on) against a candidate
-that costs no call, the best child's texts with every child's demos pooled: the better of the two
+that costs no call, the best child's texts with every child's demos pooled (up to ``max_demos``): the better of the two
 is accepted only when it scores at least as well there as the best child; otherwise the node keeps
 its best child. A small optimizer's merge is trusted only as far as the evidence goes.
 """
@@ -103,9 +103,10 @@ class ProgressiveMerge:
         budget: Budget,
         counters: Counters,
         seed: int,
+        max_demos: int = 0,
         checkpoint: Checkpoint | None = None,
     ):
-        self.checkpoint = checkpoint
+        self.checkpoint, self.max_demos = checkpoint, max_demos
         self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
         self.counters, self.seed = counters, seed
@@ -170,7 +171,7 @@ class ProgressiveMerge:
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
         texts = [k for k in differing if is_text_key(k)]
-        pooled = {k: merge_demos(k, nodes) for k in differing if not is_text_key(k)}
+        pooled = {k: merge_demos(k, nodes, self.max_demos) for k in differing if not is_text_key(k)}
         ranked = [nodes[best]] + [n for i, n in enumerate(nodes) if i != best]  # best child's texts first
 
         def with_texts(chosen: dict) -> Candidate:
@@ -225,13 +226,15 @@ def _evidence(node: MergeNode) -> tuple[float, int]:
     return node.score * judged, judged
 
 
-def merge_demos(key: str, nodes: Sequence[MergeNode]) -> str:
+def merge_demos(key: str, nodes: Sequence[MergeNode], max_demos: int = 0) -> str:
     """The children's demos for one predictor, interleaved (best-scoring child first), deduplicated,
-    and capped at the largest child's count, so the merged program stays within the demo limits
-    the inner optimizer chose. The node's validation on the union then scores the result."""
+    and capped at ``max_demos`` or the largest child's count if that is more (the limit an inner
+    optimizer chose). Partitions with few successful runs have few demos of their own (with
+    ``ChainOfThought`` on BBH-15, 0-3 of 4), and a merge is where they can pool up to the limit.
+    The node's validation on the union then scores the result."""
     ranked = sorted(nodes, key=lambda n: (-n.score, n.examples))  # not ids: they depend on thread timing
     lists = [json.loads(n.candidate.get(key, "[]")) for n in ranked]
-    cap = max(len(demos) for demos in lists)
+    cap = max([max_demos] + [len(demos) for demos in lists])
     merged, seen = [], set()
     for position in range(cap):
         for demos in lists:

@@ -101,6 +101,27 @@ def test_a_proposal_no_better_where_the_kept_one_fails_is_not_run_on_the_rest():
     assert fgo.report_.partitions[0].score_after == 1.0 and "RULE-alpha" in read_candidate(program)["self"]
 
 
+def test_partitions_with_few_demos_pool_them_up_to_max_demos_in_a_merge():
+    # ChainOfThought: the examples hold no reasoning, so only successful runs give demos, and each
+    # partition has one (its even-numbered question). Its merge may carry both, up to max_demos.
+    def right_on_even(fields, messages):
+        question = field_value(messages, "question").split()
+        answer = f"{question[0]}-{question[3]}" if int(question[3]) % 2 == 0 else "unknown"
+        return {f: answer if f == "answer" else "Counting." for f in fields}
+
+    trainset = make_examples(["alpha", "beta"], per_category=2)
+    valset = [ex for ex in make_examples(["alpha", "beta"], per_category=4) if int(ex.answer.split("-")[1]) >= 2]
+    for max_demos, pooled in ((4, 2), (1, 1)):
+        fgo = FGO(metric=exact, task_model=FakeLM(right_on_even, model="fake/task"),
+                  prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"), partition_by="category",
+                  epochs=0, max_demos=max_demos)
+        fgo.compile(dspy.ChainOfThought("question -> answer"), trainset=trainset, valset=valset)
+        leaves = [json.loads(p.candidate["predict::demos"]) for p in fgo.report_.partitions]
+        assert [len(demos) for demos in leaves] == [1, 1]
+        root = fgo.report_.tree[-1]
+        assert root["made_by"] == "identical" and len(json.loads(root["candidate"]["predict::demos"])) == pooled
+
+
 def test_demos_come_only_from_successful_runs():
     example = make_examples(["alpha"], per_category=2)
     runs = [Trajectory(key=i, example=ex, prediction=None, score=float(i == 1),
