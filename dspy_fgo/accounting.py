@@ -26,6 +26,10 @@ class RoleUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     peak_prompt_tokens: int = 0  # the largest single prompt: FGO's claim is that it stays bounded
+    # Of prompt_tokens, those the provider served from its prompt cache (OpenAI-style
+    # ``prompt_tokens_details.cached_tokens``; llama.cpp reports the prefix it reused): what a call
+    # shares with the one before it costs less, in money on hosted APIs and in time on a local server.
+    cached_prompt_tokens: int = 0
     cost_usd: float = 0.0  # by LiteLLM's price table; 0 for models it has no price for (local ones)
 
     def to_dict(self) -> dict:
@@ -84,12 +88,16 @@ class RoleMeter(UsageTracker, BaseCallback):
     def add_usage(self, lm: str, usage_entry: dict) -> None:
         prompt = int(usage_entry.get("prompt_tokens") or 0)
         completion = int(usage_entry.get("completion_tokens") or 0)
+        details = usage_entry.get("prompt_tokens_details") or {}
+        cached = int((details.get("cached_tokens") if isinstance(details, dict)
+                      else getattr(details, "cached_tokens", 0)) or 0)
         cost = price(lm, prompt, completion) or 0.0
         with self._lock:
             for tally in self._tallies(lm):
                 tally.billed_calls += 1
                 tally.cost_usd += cost
                 tally.prompt_tokens += prompt
+                tally.cached_prompt_tokens += cached
                 tally.completion_tokens += completion
                 tally.peak_prompt_tokens = max(tally.peak_prompt_tokens, prompt)
 
@@ -172,7 +180,7 @@ class Meters:
     def spent(self) -> dict[str, dict[str, int]]:
         """The running totals a stage's share is measured by: calls, billed calls and tokens per role."""
         return {role: {k: getattr(meter.usage, k)
-                       for k in ("calls", "billed_calls", "prompt_tokens", "completion_tokens")}
+                       for k in ("calls", "billed_calls", "prompt_tokens", "cached_prompt_tokens", "completion_tokens")}
                 for role, meter in self.by_role.items()}
 
     def to_dict(self) -> dict:

@@ -89,7 +89,8 @@ class Report:
             if u.get("calls"):
                 lines.append(
                     f"  {role:<9} {u['calls']} calls ({u['billed_calls']} billed), "
-                    f"{u['prompt_tokens']} prompt + {u['completion_tokens']} completion tokens, "
+                    f"{u['prompt_tokens']} prompt ({u.get('cached_prompt_tokens', 0)} cached) + "
+                    f"{u['completion_tokens']} completion tokens, "
                     f"peak prompt {u['peak_prompt_tokens']}"
                 )
         if self.timings:

@@ -26,7 +26,7 @@ PREFIX = "fgo."
 _SECRET = re.compile(r"api_?key|secret|password|credential|auth", re.I)
 _MAX_PARTITION_METRICS = 50
 _USAGE_FIELDS = ("calls", "billed_calls", "errors", "prompt_tokens", "completion_tokens", "peak_prompt_tokens",
-                 "cost_usd")
+                 "cached_prompt_tokens", "cost_usd")
 
 
 def log_to_mlflow(optimizer, report) -> str | None:

@@ -5,8 +5,9 @@ import json
 import dspy
 import pytest
 
-from conftest import RULE, exact, make_examples
+from conftest import RULE, exact, make_examples, task_respond
 from dspy_fgo import FGO, Report, read_candidate
+from fakes import FakeLM
 
 CATS = ["alpha", "beta", "gamma", "delta"]
 
@@ -47,6 +48,30 @@ def test_learns_every_category_and_reports(task_lm, prompt_lm):
     assert report.stage_usage["optimize"]["task"]["calls"] > 0 and "optimizer" not in report.stage_usage["divide"]
     json.dumps(report.to_dict())
     assert "partition" in report.summary() and "merge: task" in report.summary()
+
+
+class CachingFakeLM(FakeLM):
+    """Reports half of every prompt as served from the provider's prompt cache, as OpenAI and
+    llama.cpp do in ``usage.prompt_tokens_details.cached_tokens``."""
+
+    cached = 0
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        response = super().forward(prompt=prompt, messages=messages, **kwargs)
+        half = response.usage["prompt_tokens"] // 2
+        response.usage["prompt_tokens_details"] = {"cached_tokens": half}
+        with self._lock:
+            self.cached += half
+        return response
+
+
+def test_prompt_tokens_served_from_the_providers_cache_are_counted(prompt_lm):
+    task = CachingFakeLM(task_respond, model="fake/task")
+    fgo, _ = compile_fgo(task, prompt_lm, make_examples(CATS[:2]), epochs=1)
+    usage = fgo.report_.usage
+    assert usage["task"]["cached_prompt_tokens"] == task.cached > 0
+    assert usage["optimizer"]["cached_prompt_tokens"] == 0
+    assert sum(u["task"]["cached_prompt_tokens"] for u in fgo.report_.stage_usage.values() if "task" in u) == task.cached
 
 
 def test_student_is_untouched(task_lm, prompt_lm):
