@@ -72,6 +72,9 @@ RESUMED_FOOTNOTE = ("‡ A cell resumed after an interruption, or one whose call
                     "`replayed` field says which), replays them from DSPy's disk cache: their tokens, and the "
                     "earlier run's wall time, are missing from its figures. A cell that recorded its earlier "
                     "attempts' figures adds them instead (`cost_over_attempts`) and is not marked.")
+PER_CALL_FOOTNOTE = ("² Prompt tokens per test call of the returned program (instruction, demos, question): "
+                     "every later call pays them. Blank when some test calls were replayed from DSPy's cache, "
+                     "or for cells recorded before this figure.")
 RATIO_FOOTNOTE = ("¹ Ratios of means over the cells whose whole compile was measured: not resumed, or resumed "
                   "with the earlier attempts' time and tokens added (`cost_over_attempts`).")
 
@@ -109,15 +112,15 @@ def table(rows: list[dict]) -> str:
 def cell_table(cells: list[dict]) -> str:
     """One line per (method, seed) cell, with the code that made it: the figures behind the means."""
     lines = ["| task | method | seed | test acc | compile wall s | optimizer calls (billed) | optimizer prompt "
-             "tokens | peak optimizer prompt | task-LM calls (billed) | resumed | code |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens | peak optimizer prompt | task-LM calls (billed) | test prompt tokens per call ² | resumed | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c["task"], c["method"], c["seed"])):
         opt, task = c.get("optimizer_usage") or {}, c.get("task_usage") or {}
         lines.append(
             f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_accuracy']:.1f} % | "
             f"{c['compile_wall_s']:.0f} | {opt.get('calls', 0)} ({_billed(opt)}) | "
             f"{opt.get('prompt_tokens', 0)} | {opt.get('peak_prompt_tokens', 0)} | {task.get('calls', 0)} "
-            f"({_billed(task)}) | {_resumed(c)} | "
+            f"({_billed(task)}) | {_per_test_call(c)} | {_resumed(c)} | "
             f"{_code(c)} |")
     return "\n".join(lines)
 
@@ -137,6 +140,15 @@ def stage_table(cells: list[dict]) -> str:
         return ""
     return "\n".join(["| method | seed | stage | wall s | task calls (billed) | task tokens | optimizer calls "
                       "(billed) | optimizer tokens |", "|---|---|---|---|---|---|---|---|"] + lines)
+
+
+def _per_test_call(cell: dict) -> str:
+    """Prompt tokens per test call: what every later call of the returned program pays. Blank when
+    some test calls were replayed from DSPy's cache (no tokens) or the cell predates the figure."""
+    usage = cell.get("test_usage") or {}
+    if not usage.get("calls") or usage.get("billed_calls") != usage["calls"]:
+        return ""
+    return f"{usage['prompt_tokens'] / usage['calls']:.0f}"
 
 
 def _code(cell: dict) -> str:
@@ -185,7 +197,7 @@ def write_summary(out: Path, config: dict) -> None:
     images = plots(rows, out)
     md = [f"Command: `{config.get('command', '')}`", "", table(rows), ""]
     md += [TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, ""]
-    md += ["Cells:", "", cell_table(cells), ""]
+    md += ["Cells:", "", cell_table(cells), "", PER_CALL_FOOTNOTE, ""]
     md += [RESUMED_FOOTNOTE, ""] if any(r["resumed_seeds"] for r in rows) else []
     stages = stage_table(cells)
     md += ["Where the compile went (tokens: prompt and completion):", "", stages, ""] if stages else []

@@ -123,7 +123,8 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
             Heartbeat(lambda: on_progress(spent())):
         program, extra = METHODS[method](task.make_program(), task.train, task.val, setup)
     compiled = spent()
-    with dspy.context(lm=task_lm):
+    tester = RoleMeter("test")  # what the returned program costs per question: its prompt is paid on every call
+    with dspy.context(lm=task_lm, usage_tracker=tester, callbacks=[*dspy.settings.callbacks, tester]):
         evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=num_threads,
                                    display_progress=False, max_errors=len(task.test))(program)
     per_group: dict[str, list[float]] = {}
@@ -134,6 +135,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
         "test_accuracy": evaluation.score / 100.0, "n_test": len(task.test),
         "per_group_accuracy": {g: sum(v) / len(v) for g, v in sorted(per_group.items())},
         **compiled,
+        "test_usage": tester.usage.to_dict(),
         "instructions": read_candidate(program, tools=True),  # an agent's tool descriptions too
         **({"epochs": epochs} if epochs is not None else {}),
         **({"task_stop": list(task.stop)} if task.stop else {}),

@@ -19,6 +19,7 @@ def test_runner_writes_cells_summary_and_resumes(tmp_path, capsys):
     assert cell["n_test"] == 15 and 0 <= cell["test_accuracy"] <= 1
     assert cell["optimizer_usage"]["calls"] > 0 and cell["task_usage"]["calls"] > 0
     assert cell["report"]["method"] == "FGO"
+    assert cell["test_usage"]["calls"] == 15 and cell["test_usage"]["prompt_tokens"] > 0  # one call a question
     results = json.loads((out / "results.json").read_text())
     assert {row["method"] for row in results["rows"]} == {"unoptimized", "fgo", "all-at-once"}
     md = (out / "results.md").read_text()
@@ -28,6 +29,8 @@ def test_runner_writes_cells_summary_and_resumes(tmp_path, capsys):
     assert optimize["billed_calls"] > 0
     assert f"| fgo | 0 | optimize | {cell['report']['timings']['optimize']:.0f} | {optimize['billed_calls']} |" in md
     assert "| fgo | 0 | merge |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| bbh15 | fgo | 0 |"))
+    assert f"| {cell['test_usage']['prompt_tokens'] / 15:.0f} |" in row  # prompt tokens per test call
 
     capsys.readouterr()
     assert run.main(argv) == 0  # a rerun redoes nothing
