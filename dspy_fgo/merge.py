@@ -6,9 +6,9 @@ floor(sqrt(n)) clusters, each merged recursively, and the cluster results are me
 way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
 paper's ablation that merges everything at once). Every merged node is validated on the union of
 its children's checks (the held-out examples their partitions were judged on) against a candidate
-that costs no call, the best child's texts with every child's demos pooled (up to ``max_demos``): the better of the two
-is accepted only when it scores at least as well there as the best child; otherwise the node keeps
-its best child. A small optimizer's merge is trusted only as far as the evidence goes.
+that costs no call, the best child's texts with every child's demos pooled (up to ``max_demos``):
+the better of the two is accepted only when it scores at least as well there as the best child;
+otherwise the node keeps its best child. A small optimizer's merge is trusted only as far as the evidence goes.
 """
 
 from __future__ import annotations
