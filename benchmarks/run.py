@@ -119,12 +119,14 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
                 "optimizer_usage": by_model.get(seeded_prompt.model, {}) if split else {},
                 "task_usage": by_model.get(task_lm.model, {})}
 
-    with dspy.context(lm=task_lm, usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter]), \
-            Heartbeat(lambda: on_progress(spent())):
+    def counted_by(tally: RoleMeter):
+        return dspy.context(lm=task_lm, usage_tracker=tally, callbacks=[*dspy.settings.callbacks, tally])
+
+    with counted_by(meter), Heartbeat(lambda: on_progress(spent())):
         program, extra = METHODS[method](task.make_program(), task.train, task.val, setup)
     compiled = spent()
     tester = RoleMeter("test")  # what the returned program costs per question: its prompt is paid on every call
-    with dspy.context(lm=task_lm, usage_tracker=tester, callbacks=[*dspy.settings.callbacks, tester]):
+    with counted_by(tester):
         evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=num_threads,
                                    display_progress=False, max_errors=len(task.test))(program)
     per_group: dict[str, list[float]] = {}
