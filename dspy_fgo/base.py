@@ -149,11 +149,13 @@ class ReflectiveOptimizer(Teleprompter):
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
                        budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
 
-    def _select(self, s: Session, entries: list[tuple[str, Candidate]]) -> tuple[Candidate, dict]:
-        """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset.
+    def _select(self, s: Session, entries: list[tuple[str, Candidate]], score=None) -> tuple[Candidate, dict]:
+        """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset;
+        ``score(label, candidate, items)`` when a candidate is not run as it is (default ``rt.score``).
 
         Ties go to the earlier entry, so list the optimizer's own result first.
         """
+        score = score or (lambda label, candidate, items: s.rt.score(candidate, items))
         if s.rt.exhausted():
             label = entries[0][0]
             return entries[0][1], {"returned": label, "on": None, "scores": {},
@@ -164,7 +166,7 @@ class ReflectiveOptimizer(Teleprompter):
         with s.stage("select"):
             scores = {}
             for label, candidate in entries:
-                scores[label] = s.rt.score(candidate, items)
+                scores[label] = score(label, candidate, items)
                 s.progress.advance(**{label: f"{scores[label]:.2f}"})
         best = max(scores, key=scores.get)  # the first max wins
         first = entries[0][0]

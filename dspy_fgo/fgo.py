@@ -13,17 +13,18 @@ from dspy_fgo.candidate import apply_candidate, is_text_key, prompt_size, read_c
 from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
-from dspy_fgo.merge import ProgressiveMerge
+from dspy_fgo.merge import MergeNode, ProgressiveMerge, merge_demos
 from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import RoutePlan, Routed
+from dspy_fgo.route import DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
 
 logger = logging.getLogger("dspy_fgo")
 
 CLUSTERINGS = ("kmeans", "spectral", "bisecting", "none")
+ROUTES = (False, True, "demos")
 
 
 class FGO(ReflectiveOptimizer):
@@ -75,6 +76,9 @@ class FGO(ReflectiveOptimizer):
             return a ``dspy_fgo.Routed`` program that sends each input to its nearest partition's
             specialist or to the merged program (see ``dspy_fgo.route``); off by default: one
             merged program, as in the paper. Experimental: see the benchmark README.
+            ``route="demos"``: the merge decides the instructions only, and each input runs with the
+            demos its nearest partition kept (``dspy_fgo.route.DemoRoute``); the returned program is
+            a ``Routed`` whose experts share the merged instruction.
     """
 
     method = "FGO"
@@ -94,7 +98,7 @@ class FGO(ReflectiveOptimizer):
         executor: Executor | None = None,
         max_demos: int = 4,
         proposals: int = 3,
-        route: bool = False,
+        route: bool | str = False,
         **settings,
     ):
         super().__init__(metric, **settings)
@@ -102,8 +106,8 @@ class FGO(ReflectiveOptimizer):
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
         self.proposals = proposals
-        if not isinstance(route, bool):
-            raise TypeError(f"route must be True or False; got {route!r}")
+        if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
+            raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
         self.route = route
         check_int("n_partitions", n_partitions, 1, optional=True)
         check_int("min_partition_size", min_partition_size, 1)
@@ -158,9 +162,11 @@ class FGO(ReflectiveOptimizer):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at max_demos (with inner=, at the largest child's count), "
                          "then validates on the union of their held-out examples")
+        demo_route = self._demo_route(s, partitions, results) if self.route == "demos" else None
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
-                                  max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint)
+                                  max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint,
+                                  score=demo_route.score if demo_route else None)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")
@@ -175,10 +181,19 @@ class FGO(ReflectiveOptimizer):
         entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
         if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
             entries.sort(key=lambda entry: prompt_size(entry[1]))
-        chosen, selection = self._select(s, entries + [("unoptimized", start)])
+        if demo_route is None:
+            chosen, selection = self._select(s, entries + [("unoptimized", start)])
+            program = apply_candidate(student, chosen)
+        else:  # the optimized entries run with routed demos; the unoptimized program as it is
+            chosen, selection = self._select(s, entries + [("unoptimized", start)],
+                                             score=lambda label, c, items: (s.rt.score(c, items) if label == "unoptimized"
+                                                                            else demo_route.score(c, items)))
+            program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
+                       else demo_route.program(student, chosen))
+            selection["route"] = (f"demos: each input runs with its nearest partition's demos "
+                                  f"({sum(1 for d in demo_route.demos[:-1] if d)} of {len(partitions)} partitions kept some)")
         selection["root_id"] = root.id
-        program = apply_candidate(student, chosen)
-        if self.route:
+        if self.route is True:
             with s.stage("route"):
                 program = self._route(s, student, nodes, chosen, program, selection)
 
@@ -221,6 +236,17 @@ class FGO(ReflectiveOptimizer):
                                                    f"{score:.3f} on the {selection['on']} against "
                                                    f"{selection['returned']}'s {best:.3f}")
         return Routed([apply_candidate(student, c) for c in candidates], router)
+
+    def _demo_route(self, s, partitions, results) -> DemoRoute:
+        """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved
+        up to ``max_demos``, for inputs unlike all of them."""
+        demos = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
+        pool = [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
+                for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
+        keys = list(dict.fromkeys(k for d in demos for k in d))
+        fallback = {k: merge_demos(k, pool, self.max_demos) for k in keys}
+        plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
+        return DemoRoute(plan, pool, demos, fallback)
 
     def _divide(self, s, start, embed):
         """The partitions, each with the valset examples its changes are judged on (None: a held-out

@@ -105,8 +105,13 @@ class ProgressiveMerge:
         seed: int,
         max_demos: int = 0,
         checkpoint: Checkpoint | None = None,
+        score: Callable[[Candidate, Sequence], float] | None = None,
     ):
         self.checkpoint, self.max_demos = checkpoint, max_demos
+        # ``score`` replaces ``rt.score`` when the demos are routed (``route.DemoRoute``): candidates are
+        # then instruction texts only, and each check runs with its own partition's demos.
+        self.texts_only = score is not None
+        self.score = score or rt.score
         self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
         self.counters, self.seed = counters, seed
@@ -115,6 +120,8 @@ class ProgressiveMerge:
 
     def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str,
              checks: Sequence = ()) -> MergeNode:
+        if self.texts_only:
+            candidate = {k: v for k, v in candidate.items() if is_text_key(k)}
         return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition,
                              checks=list(checks))
 
@@ -143,7 +150,7 @@ class ProgressiveMerge:
         """One merge node (reused from the checkpoint when it was made before)."""
         examples = sorted(i for node in nodes for i in node.examples)
         checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
-        key = fingerprint([n.candidate for n in nodes], examples, checks)[:20]
+        key = fingerprint([n.candidate for n in nodes], examples, checks, *(["demos routed"] if self.texts_only else []))[:20]
         made = self.checkpoint.load("merge", key) if self.checkpoint else None
         if made is None:
             made = self._make(nodes, checks)
@@ -166,7 +173,7 @@ class ProgressiveMerge:
             self.counters.add("merges_skipped_for_budget")
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         items = self.items_of(checks)
-        child_scores = self.rt.map(lambda n: self.rt.score(n.candidate, items), nodes)
+        child_scores = self.rt.map(lambda n: self.score(n.candidate, items), nodes)
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
@@ -186,7 +193,7 @@ class ProgressiveMerge:
             options.append(("llm_merge", with_texts(dict(zip(texts, self.rt.map(
                 lambda name: self._merge_text(name, nodes), texts))))))
             calls = len(texts)
-        scores = self.rt.map(lambda option: self.rt.score(option[1], items), options)
+        scores = self.rt.map(lambda option: self.score(option[1], items), options)
         won = max(range(len(options)), key=lambda i: (scores[i], -i), default=None)
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
                   "attempted": [label for label, _ in options]}

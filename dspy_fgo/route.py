@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from dspy_fgo.candidate import Candidate, apply_candidate
+from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key
 from dspy_fgo.divide import input_text
 
 logger = logging.getLogger("dspy_fgo")
@@ -235,3 +235,33 @@ class RoutePlan:
             for (k, _), v in zip(missing, self.space([input_text(ex) for _, ex in missing])):
                 self._vectors[k] = v
         return np.stack([self._vectors[k] for k, _ in items])
+
+
+# -- route="demos": one instruction, each input with its own partition's demos ---------------------
+
+class DemoRoute:
+    """``FGO(route="demos")``: the merge decides the instructions only, and each input runs with the
+    demos its nearest partition kept (those demos won or tied on that partition's held-out checks).
+
+    A merged program must otherwise carry at most ``max_demos`` demos for every kind of input, and
+    on BBH-15 the merge tree's tournament handed one task's demos to all fifteen. Demos are examples
+    of one kind of input; routing them needs no decision on a handful of checks, only the
+    partition's own evidence. An input unlike every partition gets the fallback: every partition's
+    demos interleaved, up to ``max_demos``. Candidates here are instruction texts; ``score`` runs
+    each item with the demos it routes to, exactly as the returned ``Routed`` program will."""
+
+    def __init__(self, plan: RoutePlan, leaves: Sequence, demos: Sequence[Candidate], fallback: Candidate):
+        self.plan = plan
+        self.demos = [dict(d) for d in demos] + [dict(fallback)]  # the last is the fallback's
+        self.router = Router.fit(plan.space, [plan._train[leaf.examples] for leaf in leaves], len(demos))
+
+    def experts(self, texts: Candidate) -> list[Candidate]:
+        """``texts`` with each partition's demos, then with the fallback's."""
+        plain = {k: v for k, v in texts.items() if is_text_key(k)}
+        return [{**plain, **demos} for demos in self.demos]
+
+    def score(self, texts: Candidate, items) -> float:
+        return self.plan.score(self.router, self.experts(texts), items) if items else 0.0
+
+    def program(self, student: dspy.Module, texts: Candidate) -> "Routed":
+        return Routed([apply_candidate(student, c) for c in self.experts(texts)], self.router)

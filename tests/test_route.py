@@ -114,9 +114,10 @@ def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
     assert fgo.report_.events["partitions_kept_merged"] == 2
 
 
-def test_route_must_be_a_bool():
-    with pytest.raises(TypeError, match="route"):
-        FGO(metric=exact, route="yes")
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_route_must_be_false_true_or_demos(bad):
+    with pytest.raises(ValueError, match="route must be one of"):
+        FGO(metric=exact, route=bad)
 
 
 def jealous_agent(fields, messages):
