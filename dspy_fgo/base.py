@@ -18,6 +18,7 @@ from dspy_fgo.prompts import Budget, budget_for
 from dspy_fgo.progress import Progress, wanted
 from dspy_fgo.report import Report
 from dspy_fgo.runtime import Runtime
+from dspy_fgo.significance import clearly_better
 from dspy_fgo.tools import agents
 
 logger = logging.getLogger("dspy_fgo")
@@ -151,30 +152,44 @@ class ReflectiveOptimizer(Teleprompter):
 
     def _select(self, s: Session, entries: list[tuple[str, Candidate]], score=None) -> tuple[Candidate, dict]:
         """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset;
-        ``score(label, candidate, items)`` when a candidate is not run as it is (default ``rt.score``).
+        ``score(label, candidate, items)`` gives per-item scores when a candidate is not run as it is.
 
-        Ties go to the earlier entry, so list the optimizer's own result first.
+        List the optimizer's own entries first, in order of preference (shortest prompt first), and
+        the unoptimized program last as ``"unoptimized"``. The earliest entry that the best-scoring
+        one is not ``clearly_better`` than is returned (the best itself when it beats every earlier
+        one by more than chance). The unoptimized program is returned only when it scores strictly best.
         """
-        score = score or (lambda label, candidate, items: s.rt.score(candidate, items))
         if s.rt.exhausted():
             label = entries[0][0]
             return entries[0][1], {"returned": label, "on": None, "scores": {},
                                    "reason": f"budget exhausted: {label} returned without a final comparison"}
+        score = score or (lambda label, candidate, items: [t.score for t in s.rt.evaluate(candidate, items)])
         on = "valset" if s.valset else "trainset"
         items = s.val_items() if s.valset else s.items()
         s.progress.stage(f"{self.method}: final check on the {on}", total=len(entries), unit="candidate")
         with s.stage("select"):
-            scores = {}
+            runs, scores = {}, {}
             for label, candidate in entries:
-                scores[label] = score(label, candidate, items)
+                runs[label] = score(label, candidate, items)
+                scores[label] = sum(runs[label]) / len(items) if items else 0.0
                 s.progress.advance(**{label: f"{scores[label]:.2f}"})
-        best = max(scores, key=scores.get)  # the first max wins
-        first = entries[0][0]
-        if best == first:
-            reason = f"{first} scored best on the {on}"
+        optimized = [label for label, _ in entries if label != "unoptimized"] or [entries[0][0]]
+        best = max(optimized, key=scores.get)  # the first max wins
+        # The earliest-listed entry the best does not clearly beat: the best of several on a few dozen
+        # examples often wins by chance, and an earlier (shorter) prompt is paid less on every call.
+        pick = next(label for label in optimized if label == best or not clearly_better(runs[best], runs[label]))
+        if pick == best:
+            reason = f"{best} scored best on the {on}" + (
+                "" if best == optimized[0] else f", clearly above {optimized[0]}'s {scores[optimized[0]]:.3f}")
         else:
-            reason = f"{best} scored {scores[best]:.3f} on the {on}, above {first}'s {scores[first]:.3f}"
-        return dict(entries)[best], {"returned": best, "on": on, "scores": scores, "reason": reason}
+            wins = sum(a > b for a, b in zip(runs[best], runs[pick]))
+            losses = sum(a < b for a, b in zip(runs[best], runs[pick]))
+            reason = (f"{pick} kept: {best} scored {scores[best]:.3f} on the {on} against {scores[pick]:.3f}, "
+                      f"{wins} more right and {losses} fewer: within chance")
+        if "unoptimized" in scores and scores["unoptimized"] > max(scores[label] for label in optimized):
+            pick, reason = "unoptimized", (f"unoptimized scored {scores['unoptimized']:.3f} on the {on}, "
+                                           f"above every optimized candidate")
+        return dict(entries)[pick], {"returned": pick, "on": on, "scores": scores, "reason": reason}
 
     def _report(self, s: Session, **fields) -> Report:
         s.progress.close()

@@ -158,7 +158,10 @@ class FGO(ReflectiveOptimizer):
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
 
-        if any(not is_text_key(k) for r in results for k in r.candidate):
+        if self.route == "demos":
+            notes.append("demos: routed per input (route='demos'); merges decide instructions only, each check "
+                         "scored with the demos of the partition it routes to")
+        elif any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at max_demos (with inner=, at the largest child's count), "
                          "then validates on the union of their held-out examples")
@@ -185,9 +188,9 @@ class FGO(ReflectiveOptimizer):
             chosen, selection = self._select(s, entries + [("unoptimized", start)])
             program = apply_candidate(student, chosen)
         else:  # the optimized entries run with routed demos; the unoptimized program as it is
-            chosen, selection = self._select(s, entries + [("unoptimized", start)],
-                                             score=lambda label, c, items: (s.rt.score(c, items) if label == "unoptimized"
-                                                                            else demo_route.score(c, items)))
+            chosen, selection = self._select(s, entries + [("unoptimized", start)], score=lambda label, c, items: (
+                [t.score for t in s.rt.evaluate(c, items)] if label == "unoptimized"
+                else demo_route.item_scores(c, items)))
             program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
                        else demo_route.program(student, chosen))
             selection["route"] = (f"demos: each input runs with its nearest partition's demos "

@@ -85,6 +85,8 @@ class Report:
             lines.append(f"  {len(self.steps)} updates ({changed} changed the candidate)")
         if self.selection:
             lines.append(f"  returned: {self.selection.get('returned')} - {self.selection.get('reason', '')}")
+            if self.selection.get("route"):
+                lines.append(f"  route: {self.selection['route']}")
         for role, u in self.usage.items():
             if u.get("calls"):
                 lines.append(

@@ -1,4 +1,5 @@
-"""Route: where one merged prompt cannot serve every partition, send each input to its specialist.
+"""Route: where one merged prompt cannot serve every partition, send each input to its specialist,
+or (``route="demos"``, ``DemoRoute``) to its own partition's demos under one merged instruction.
 
 After the merge (Algorithm 2) and the final check, FGO has one program for every input. With
 ``FGO(route=True)`` each partition's own optimized candidate (its specialist: the merge tree's
@@ -220,14 +221,18 @@ class RoutePlan:
         return Router.fit(self.space, [self._train[leaf.examples] for leaf in leaves], fallback, targets)
 
     def score(self, router: Router, candidates: Sequence[Candidate], items) -> float:
+        return sum(self.item_scores(router, candidates, items)) / len(items) if items else 0.0
+
+    def item_scores(self, router: Router, candidates: Sequence[Candidate], items) -> list[float]:
         """Each item answered by the candidate it routes to (mostly cached: the merge ran them there)."""
+        if not items:
+            return []
         picks = router.pick_vectors(self._vectors_of(items))
-        total = 0.0
+        runs = {}
         for i, candidate in enumerate(candidates):
             mine = [item for item, pick in zip(items, picks) if pick == i]
-            if mine:
-                total += self.rt.score(candidate, mine) * len(mine)
-        return total / len(items)
+            runs.update((item[0], run.score) for item, run in zip(mine, self.rt.evaluate(candidate, mine)))
+        return [runs[k] for k, _ in items]
 
     def _vectors_of(self, items) -> np.ndarray:
         missing = [(k, ex) for k, ex in items if k not in self._vectors]
@@ -261,7 +266,10 @@ class DemoRoute:
         return [{**plain, **demos} for demos in self.demos]
 
     def score(self, texts: Candidate, items) -> float:
-        return self.plan.score(self.router, self.experts(texts), items) if items else 0.0
+        return self.plan.score(self.router, self.experts(texts), items)
+
+    def item_scores(self, texts: Candidate, items) -> list[float]:
+        return self.plan.item_scores(self.router, self.experts(texts), items)
 
     def program(self, student: dspy.Module, texts: Candidate) -> "Routed":
         return Routed([apply_candidate(student, c) for c in self.experts(texts)], self.router)
