@@ -178,10 +178,12 @@ class FGO(ReflectiveOptimizer):
                       for p, r in zip(partitions, results)]
             root = merger.run(leaves)
 
-        # Never return a merged root that scores below what it was built from (or the original). On a
-        # tie the shortest prompt wins: every call of the program pays for it. The original wins only outright.
+        # The root against what it was built from: the shortest prompt (every call pays for it) that the
+        # best does not clearly beat is returned; the original program only when it scores strictly best.
         nodes = merger.tree.nodes
         entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
+        if demo_route is not None:  # the user's own instructions with the routed demos: the smallest change
+            entries.append(("instructions unchanged", {k: v for k, v in start.items() if is_text_key(k)}))
         if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
             entries.sort(key=lambda entry: prompt_size(entry[1]))
         if demo_route is None:

@@ -43,6 +43,7 @@ def test_each_input_gets_its_own_partitions_demos_and_only_that_scores_100():
     # Every expert has the same instruction: only the demos are routed.
     assert len({p.signature.instructions for _, p in routed.named_predictors()}) == 1
     assert routed_fgo.report_.selection["route"].startswith("demos: ")
+    assert "instructions unchanged" in routed_fgo.report_.selection["scores"]
     assert "route: demos: each input runs with its nearest partition's demos (2 of 2" in routed_fgo.report_.summary()
     assert all(not k.endswith("::demos") for n in routed_fgo.report_.tree for k in n["candidate"] if n["children"])
 
