@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs for FGO and the paper's baselines (default: theirs, 3); MIPROv2 and GEPA ignore it")
     p.add_argument("--out", default="benchmarks/results/run")
+    p.add_argument("--partitions-from", default=None, metavar="DIR",
+                   help="an earlier results directory whose fgo cells' finished partitions (checkpoints) this "
+                        "run's FGO cells start from, so only the merge and the final check are new; each cell "
+                        "records where its partitions came from and is marked as partial cost")
     p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
     return p.parse_args(argv)
 
@@ -168,6 +172,31 @@ def add_shared_cost(cell: dict, owner_path: Path) -> None:
         cell["replayed"] = f"its partitions and merges are {owner_path.stem}'s, which was resumed"
 
 
+def seed_partitions(unit_dir: Path, source: Path) -> None:
+    """Copy another run's finished partitions (its manifest, epochs and partitions: not its merge
+    nodes) into an empty checkpoint directory, so that FGO resumes after its partition stage."""
+    if (unit_dir / "manifest.json").exists():
+        return  # already started: its own checkpoint wins
+    if not (source / "manifest.json").exists():
+        sys.exit(f"--partitions-from: no checkpoint at {source}")
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.json")):
+        if path.name == "manifest.json" or path.name.startswith(("epoch-", "partition-")):
+            (unit_dir / path.name).write_bytes(path.read_bytes())
+
+
+def record_partitions_from(cell: dict, source_cell: Path) -> None:
+    """What a cell that started from another run's partitions did not pay for itself: that run's
+    partition stage (its time, usage and code), kept beside the cell's own figures."""
+    source = json.loads(source_cell.read_text())
+    report = source.get("report") or {}
+    cell["partitions_from"] = {"cell": str(source_cell), "code_version": source.get("code_version"),
+                               "optimize_stage_s": (report.get("timings") or {}).get("optimize"),
+                               "optimize_stage_usage": (report.get("stage_usage") or {}).get("optimize")}
+    cell["resumed"] = True  # its compile time and tokens leave out the partition stage
+    cell["replayed"] = f"its partitions are {source_cell.stem}'s ({source.get('code_version')})"
+
+
 def main(argv=None) -> int:
     import logging
 
@@ -199,6 +228,10 @@ def main(argv=None) -> int:
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
             # FGO's finished partitions survive a kill; fgo-route reuses fgo's (same units, decided after).
             unit_dir = out / "checkpoints" / path.stem.replace(f"-{method}-", f"-{SHARES_UNITS_WITH.get(method, method)}-")
+            source = None
+            if args.partitions_from and method.startswith("fgo"):
+                source = Path(args.partitions_from) / "cells" / f"{task.name}-{args.program}-fgo-seed{seed}.json"
+                seed_partitions(unit_dir, Path(args.partitions_from) / "checkpoints" / source.stem)
             owner = read_owner(unit_dir)
             checkpoint = str(unit_dir)
             # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.
@@ -207,6 +240,8 @@ def main(argv=None) -> int:
                             on_progress=marker.record)
             cell["resumed"] = marker.resumed  # before add_shared_cost: an owner's resumption carries over
             marker.add_earlier(cell)
+            if source is not None:
+                record_partitions_from(cell, source)
             if owner and owner != path.stem:
                 add_shared_cost(cell, out / "cells" / f"{owner}.json")
             elif not owner and unit_dir.exists():  # this cell made checkpoint units: others may share them

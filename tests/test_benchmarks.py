@@ -196,3 +196,17 @@ def test_heartbeat_reports_while_the_block_runs_and_when_it_ends():
     with Heartbeat(lambda: beats.append(time.perf_counter()), every=0.02):
         time.sleep(0.15)
     assert len(beats) >= 3  # several during the block, one at its end
+
+
+def test_fgo_demos_can_start_from_another_runs_partitions_and_says_so(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["--fake", "--n-train", "1", "--n-val", "1", "--n-test", "1"]
+    assert run.main(base + ["--methods", "fgo", "--out", str(first)]) == 0
+    assert run.main(base + ["--methods", "fgo-demos", "--out", str(second), "--partitions-from", str(first)]) == 0
+    cell = json.loads((second / "cells" / "bbh15-predict-fgo-demos-seed0.json").read_text())
+    source = json.loads((first / "cells" / "bbh15-predict-fgo-seed0.json").read_text())
+    assert cell["partitions_from"]["code_version"] == source["code_version"]
+    assert cell["partitions_from"]["optimize_stage_s"] == source["report"]["timings"]["optimize"]
+    assert cell["resumed"]  # partial cost: the partition stage was paid by the other run
+    assert cell["report"]["stage_usage"]["optimize"].get("optimizer", {}).get("calls", 0) == 0
+    assert cell["report"]["settings"]["route"] == "demos"
