@@ -157,15 +157,15 @@ class FGO(ReflectiveOptimizer):
         if self.inner is not None:
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
+        demo_route = self._demo_route(s, partitions, results) if self.route == "demos" else None
 
-        if self.route == "demos":
+        if demo_route is not None:
             notes.append("demos: routed per input (route='demos'); merges decide instructions only, each check "
                          "scored with the demos of the partition it routes to")
         elif any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at max_demos (with inner=, at the largest child's count), "
                          "then validates on the union of their held-out examples")
-        demo_route = self._demo_route(s, partitions, results) if self.route == "demos" else None
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint,
@@ -242,10 +242,12 @@ class FGO(ReflectiveOptimizer):
                                                    f"{selection['returned']}'s {best:.3f}")
         return Routed([apply_candidate(student, c) for c in candidates], router)
 
-    def _demo_route(self, s, partitions, results) -> DemoRoute:
+    def _demo_route(self, s, partitions, results) -> DemoRoute | None:
         """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved
-        up to ``max_demos``, for inputs unlike all of them."""
+        up to ``max_demos``, for inputs unlike all of them. None when no partition kept any."""
         demos = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
+        if not any(demos):
+            return None
         pool = [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
                 for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
         keys = list(dict.fromkeys(k for d in demos for k in d))
