@@ -24,8 +24,9 @@ def _billed(usage: dict) -> int:
 
 def partial(cell: dict) -> bool:
     """Whether a cell's time and tokens miss some of its compile: it resumed (or replayed another run's
-    calls) without the earlier attempts' figures (``benchmarks.attempts``)."""
-    return bool(cell.get("resumed")) and not cell.get("cost_over_attempts")
+    calls) without the earlier attempts' figures (``benchmarks.attempts``), or started from another
+    run's partitions (``--partitions-from``)."""
+    return (bool(cell.get("resumed")) and not cell.get("cost_over_attempts")) or bool(cell.get("partitions_from"))
 
 
 def _mean_or_none(values: list[float]) -> float | None:

@@ -7,8 +7,9 @@ the gaps the benchmark has to judge. Compiling is the expensive part, and every 
 program it compiled (``instructions``: its instructions and demos), so this rebuilds each program
 without an LM call and evaluates it on a test split of ``--n-test`` examples per group, taken
 after the same train and val examples (the cell's own test questions are its first ones). Nothing
-is compiled again: the programs are exactly the ones in the cells. A program that cannot be
-rebuilt from its cell (a routed program: its router is not saved) is skipped and listed.
+is compiled again: the programs are exactly the ones in the cells. A ``route="demos"`` program's
+router is fitted again from the trainset, as FGO fitted it; a program that cannot be rebuilt from
+its cell (``route=True``: its router depends on decisions the cell does not keep) is skipped and listed.
 
 Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
 resumes. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
@@ -61,7 +62,33 @@ def rebuild(cell: dict, task, setup: Setup):
         return METHODS[cell["method"]](student, task.train, task.val, setup)[0]
     names = {name for name, _ in student.named_predictors()}
     saved = {key.removesuffix(DEMOS) for key in cell["instructions"]}
-    return apply_candidate(student, cell["instructions"]) if saved <= names else None
+    if saved <= names:
+        return apply_candidate(student, cell["instructions"])
+    return rebuild_routed_demos(cell, task)
+
+
+def rebuild_routed_demos(cell: dict, task):
+    """A ``route="demos"`` program: its experts are in the cell, and its router is fitted again as
+    FGO fitted it (the offline TF-IDF on the trainset's inputs, a centroid per partition: the merge
+    tree's leaves), so it is the same program. None for any other routed program."""
+    from dspy_fgo.divide import input_text
+    from dspy_fgo.route import Routed, Router, Space
+
+    settings = (cell.get("report") or {}).get("settings", {})
+    if settings.get("route") != "demos" or settings.get("embedder"):
+        return None
+    leaves = [node for node in cell["report"]["tree"] if not node["children"]]
+    experts = []
+    for i in range(len(leaves) + 1):  # a partition's demos each, then the fallback's
+        prefix, candidate = f"experts[{i}]", {}
+        for key, value in cell["instructions"].items():
+            base, suffix = (key.removesuffix(DEMOS), DEMOS) if key.endswith(DEMOS) else (key, "")
+            if base == prefix or base.startswith(prefix + "."):
+                candidate[(base[len(prefix) + 1:] or "self") + suffix] = value
+        experts.append(apply_candidate(task.make_program(), candidate))
+    space = Space.fit([input_text(ex) for ex in task.train])
+    train = space([input_text(ex) for ex in task.train])
+    return Routed(experts, Router.fit(space, [train[leaf["examples"]] for leaf in leaves], len(leaves)))
 
 
 def node_cells(cells: list[dict], node_ids: list[int]) -> list[dict]:

@@ -208,5 +208,8 @@ def test_fgo_demos_can_start_from_another_runs_partitions_and_says_so(tmp_path):
     assert cell["partitions_from"]["code_version"] == source["code_version"]
     assert cell["partitions_from"]["optimize_stage_s"] == source["report"]["timings"]["optimize"]
     assert cell["resumed"]  # partial cost: the partition stage was paid by the other run
+    from benchmarks.report import partial
+
+    assert partial(cell) and partial({**cell, "cost_over_attempts": 2})  # even when it also resumed a kill
     assert cell["report"]["stage_usage"]["optimize"].get("optimizer", {}).get("calls", 0) == 0
     assert cell["report"]["settings"]["route"] == "demos"

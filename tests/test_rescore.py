@@ -11,18 +11,18 @@ from benchmarks.tasks import TASKS
 
 def test_rescoring_rebuilds_each_cells_program_and_scores_it_on_more_questions(tmp_path):
     out = tmp_path / "bench"
-    run.main(["--fake", "--methods", "unoptimized,fgo,knn-fewshot", "--n-train", "1", "--n-val", "1",
+    run.main(["--fake", "--methods", "unoptimized,fgo,knn-fewshot,fgo-demos", "--n-train", "1", "--n-val", "1",
               "--n-test", "2", "--out", str(out)])
     assert rescore.main(["--fake", "--out", str(out), "--n-test", "5", "--reference", "unoptimized"]) == 0
     results = {p.stem: json.loads(p.read_text()) for p in (out / "rescore-n5").glob("bbh15-*.json")}
     assert set(results) == {"bbh15-predict-unoptimized-seed0", "bbh15-predict-fgo-seed0",
-                            "bbh15-predict-knn-fewshot-seed0"}
+                            "bbh15-predict-knn-fewshot-seed0", "bbh15-predict-fgo-demos-seed0"}
     for result in results.values():
         assert result["n_test"] == 5 * 15 and len(result["scores"]) == 75
         # The cell's own questions are the first of each group: the rebuilt program scores them as the cell did.
         assert result["same_questions_accuracy"] == result["cell_test_accuracy"]
     summary = json.loads((out / "rescore-n5" / "summary.json").read_text())
-    assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo", "knn-fewshot"}
+    assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo", "knn-fewshot", "fgo-demos"}
     assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
 
 

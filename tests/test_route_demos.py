@@ -77,3 +77,18 @@ def test_without_demos_route_demos_is_the_merged_program():
     fgo, optimized, lm = compile_fgo(make_examples(CATS, per_category=6), route="demos", max_demos=0)
     assert not isinstance(optimized, Routed) and not optimized.demos  # nothing to route: one plain program
     assert "route" not in fgo.report_.selection
+
+
+def test_the_rescoring_tool_rebuilds_the_same_routed_program_from_a_cell():
+    from types import SimpleNamespace
+
+    from benchmarks.rescore import rebuild_routed_demos
+    from dspy_fgo import read_candidate
+
+    trainset = make_examples(CATS, per_category=6)
+    fgo, routed, lm = compile_fgo(trainset, route="demos")
+    cell = {"method": "fgo-demos", "instructions": read_candidate(routed), "report": fgo.report_.to_dict()}
+    task = SimpleNamespace(train=trainset, make_program=lambda: dspy.Predict("question -> answer"))
+    rebuilt = rebuild_routed_demos(cell, task)
+    assert rebuilt.dump_state() == routed.dump_state()
+    assert rebuild_routed_demos({**cell, "report": {"settings": {"route": True}}}, task) is None
