@@ -178,25 +178,8 @@ class FGO(ReflectiveOptimizer):
                       for p, r in zip(partitions, results)]
             root = merger.run(leaves)
 
-        # The root against what it was built from: the shortest prompt (every call pays for it) that the
-        # best does not clearly beat is returned; the original program only when it scores strictly best.
         nodes = merger.tree.nodes
-        entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
-        if demo_route is not None:  # the user's own instructions with the routed demos: the smallest change
-            entries.append(("instructions unchanged", {k: v for k, v in start.items() if is_text_key(k)}))
-        if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
-            entries.sort(key=lambda entry: prompt_size(entry[1]))
-        if demo_route is None:
-            chosen, selection = self._select(s, entries + [("unoptimized", start)])
-            program = apply_candidate(student, chosen)
-        else:  # the optimized entries run with routed demos; the unoptimized program as it is
-            chosen, selection = self._select(s, entries + [("unoptimized", start)], score=lambda label, c, items: (
-                [t.score for t in s.rt.evaluate(c, items)] if label == "unoptimized"
-                else demo_route.item_scores(c, items)))
-            program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
-                       else demo_route.program(student, chosen))
-            selection["route"] = (f"demos: each input runs with its nearest partition's demos "
-                                  f"({sum(1 for d in demo_route.demos[:-1] if d)} of {len(partitions)} partitions kept some)")
+        chosen, program, selection = self._final_check(s, student, start, root, nodes, demo_route)
         selection["root_id"] = root.id
         if self.route is True:
             with s.stage("route"):
@@ -219,6 +202,28 @@ class FGO(ReflectiveOptimizer):
                            if checkpoint and checkpoint.reused else []),
         )
         return program
+
+    def _final_check(self, s, student, start, root, nodes, demo_route):
+        """The root against what it was built from: the shortest prompt (every call pays for it) that the
+        best does not clearly beat is returned; the original program only when it scores strictly best."""
+        entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
+        if demo_route is not None:  # the user's own instructions with the routed demos: the smallest change
+            entries.append(("instructions unchanged", {k: v for k, v in start.items() if is_text_key(k)}))
+        if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
+            entries.sort(key=lambda entry: prompt_size(entry[1]))
+        entries.append(("unoptimized", start))
+        if demo_route is None:
+            chosen, selection = self._select(s, entries)
+            return chosen, apply_candidate(student, chosen), selection
+        # The optimized entries run with routed demos; the unoptimized program as it is.
+        chosen, selection = self._select(s, entries, score=lambda label, c, items: (
+            [t.score for t in s.rt.evaluate(c, items)] if label == "unoptimized" else demo_route.item_scores(c, items)))
+        program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
+                   else demo_route.program(student, chosen))
+        kept = sum(1 for demos in demo_route.demos[:-1] if demos)
+        selection["route"] = (f"demos: each input runs with its nearest partition's demos "
+                              f"({kept} of {len(demo_route.demos) - 1} partitions kept some)")
+        return chosen, program, selection
 
     def _route(self, s, student, nodes, chosen, program, selection) -> dspy.Module:
         """Give each partition whose specialist clearly beats the returned program on its held-out
