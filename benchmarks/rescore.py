@@ -71,8 +71,7 @@ def rebuild_routed_demos(cell: dict, task):
     """A ``route="demos"`` program: its experts are in the cell, and its router is fitted again as
     FGO fitted it (the offline TF-IDF on the trainset's inputs, a centroid per partition: the merge
     tree's leaves), so it is the same program. None for any other routed program."""
-    from dspy_fgo.divide import input_text
-    from dspy_fgo.route import Routed, Router, Space
+    from dspy_fgo.route import RoutePlan, Routed
 
     settings = (cell.get("report") or {}).get("settings", {})
     if settings.get("route") != "demos" or settings.get("embedder"):
@@ -86,9 +85,8 @@ def rebuild_routed_demos(cell: dict, task):
             if base == prefix or base.startswith(prefix + "."):
                 candidate[(base[len(prefix) + 1:] or "self") + suffix] = value
         experts.append(apply_candidate(task.make_program(), candidate))
-    space = Space.fit([input_text(ex) for ex in task.train])
-    train = space([input_text(ex) for ex in task.train])
-    return Routed(experts, Router.fit(space, [train[leaf["examples"]] for leaf in leaves], len(leaves)))
+    plan = RoutePlan(None, None, task.train, None, None)  # the router only: nothing is run or counted
+    return Routed(experts, plan.fit_router([leaf["examples"] for leaf in leaves], len(leaves)))
 
 
 def node_cells(cells: list[dict], node_ids: list[int]) -> list[dict]:

@@ -163,7 +163,7 @@ class ReflectiveOptimizer(Teleprompter):
             label = entries[0][0]
             return entries[0][1], {"returned": label, "on": None, "scores": {},
                                    "reason": f"budget exhausted: {label} returned without a final comparison"}
-        score = score or (lambda label, candidate, items: [t.score for t in s.rt.evaluate(candidate, items)])
+        score = score or (lambda label, candidate, items: s.rt.item_scores(candidate, items))
         on = "valset" if s.valset else "trainset"
         items = s.val_items() if s.valset else s.items()
         s.progress.stage(f"{self.method}: final check on the {on}", total=len(entries), unit="candidate")

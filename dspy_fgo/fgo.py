@@ -217,7 +217,7 @@ class FGO(ReflectiveOptimizer):
             return chosen, apply_candidate(student, chosen), selection
         # The optimized entries run with routed demos; the unoptimized program as it is.
         chosen, selection = self._select(s, entries, score=lambda label, c, items: (
-            [t.score for t in s.rt.evaluate(c, items)] if label == "unoptimized" else demo_route.item_scores(c, items)))
+            s.rt.item_scores(c, items) if label == "unoptimized" else demo_route.item_scores(c, items)))
         program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
                    else demo_route.program(student, chosen))
         kept = sum(1 for demos in demo_route.demos[:-1] if demos)

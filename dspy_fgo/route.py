@@ -218,7 +218,11 @@ class RoutePlan:
         experts = [i for i, r in enumerate(routed) if r]
         fallback = len(experts)
         targets = [experts.index(i) if r else fallback for i, r in enumerate(routed)]
-        return Router.fit(self.space, [self._train[leaf.examples] for leaf in leaves], fallback, targets)
+        return self.fit_router([leaf.examples for leaf in leaves], fallback, targets)
+
+    def fit_router(self, groups: Sequence[Sequence[int]], fallback: int, targets: Sequence[int] | None = None) -> Router:
+        """A nearest-centroid router with one centroid per group of trainset positions."""
+        return Router.fit(self.space, [self._train[list(group)] for group in groups], fallback, targets)
 
     def score(self, router: Router, candidates: Sequence[Candidate], items) -> float:
         return sum(self.item_scores(router, candidates, items)) / len(items) if items else 0.0
@@ -231,7 +235,7 @@ class RoutePlan:
         runs = {}
         for i, candidate in enumerate(candidates):
             mine = [item for item, pick in zip(items, picks) if pick == i]
-            runs.update((item[0], run.score) for item, run in zip(mine, self.rt.evaluate(candidate, mine)))
+            runs.update(zip((k for k, _ in mine), self.rt.item_scores(candidate, mine)))
         return [runs[k] for k, _ in items]
 
     def _vectors_of(self, items) -> np.ndarray:
@@ -258,7 +262,7 @@ class DemoRoute:
     def __init__(self, plan: RoutePlan, leaves: Sequence, demos: Sequence[Candidate], fallback: Candidate):
         self.plan = plan
         self.demos = [dict(d) for d in demos] + [dict(fallback)]  # the last is the fallback's
-        self.router = Router.fit(plan.space, [plan._train[leaf.examples] for leaf in leaves], len(demos))
+        self.router = plan.fit_router([leaf.examples for leaf in leaves], len(demos))
 
     def experts(self, texts: Candidate) -> list[Candidate]:
         """``texts`` with each partition's demos, then with the fallback's."""

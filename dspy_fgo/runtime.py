@@ -183,6 +183,10 @@ class Runtime:
                     self._cache[(ckey, trajectory.key)] = trajectory
         return [self._cache[(ckey, k)] for k, _ in items]
 
+    def item_scores(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> list[float]:
+        """The candidate's score on each item, in order (paired comparisons need them one by one)."""
+        return [trajectory.score for trajectory in self.evaluate(candidate, items)]
+
     def score(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> float:
         trajectories = self.evaluate(candidate, items)
         return mean_score(trajectories)
