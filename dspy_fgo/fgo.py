@@ -20,6 +20,7 @@ from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
 from dspy_fgo.route import DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
+from dspy_fgo.significance import Z
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -54,8 +55,13 @@ class FGO(ReflectiveOptimizer):
             evaluator: one call per run); either way the critiques are distilled into short lessons.
         max_demos: demos per predictor a partition may take from its own successful runs (kept only
             when they do not lose on its held-out examples); 0 turns demos off.
-        proposals: instructions proposed per epoch; the best is accepted only when it gets more of
-            the partition's held-out examples right than the current one.
+        proposals: instructions proposed per epoch; the best is accepted only when it is clearly
+            better than the current one on the partition's held-out examples (a paired sign test),
+            and none is written where the current one misses fewer than 3 of them (none could pass).
+        accept_z: how many standard deviations (paired sign test) a partition's held-out gain must
+            reach for a proposal to replace its current candidate; default 1.645 (one-sided 95 %,
+            the final check's). ``0`` accepts any gain, as the paper does: for a strong proposer on
+            partitions too small for any test (fewer than 3 held-out examples each).
         checkpoint_dir: write each partition's state after every epoch, and each finished partition
             and merge node, there (atomic JSON); rerunning the same compile resumes without redoing
             them: at most the epoch in flight of each partition in flight. Other data or settings
@@ -99,9 +105,13 @@ class FGO(ReflectiveOptimizer):
         max_demos: int = 4,
         proposals: int = 3,
         route: bool | str = False,
+        accept_z: float = Z,
         **settings,
     ):
         super().__init__(metric, **settings)
+        if isinstance(accept_z, bool) or not isinstance(accept_z, (int, float)) or not 0 <= accept_z <= 10:
+            raise ValueError(f"accept_z must be a number from 0 (any gain) to 10; got {accept_z!r}")
+        self.accept_z = float(accept_z)
         check_int("max_demos", max_demos, 0)
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
@@ -318,7 +328,8 @@ class FGO(ReflectiveOptimizer):
     def _algorithm1(self, s) -> dict:
         """Algorithm 1's settings, the same wherever a partition runs."""
         return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
-                    critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals)
+                    critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
+                    accept_z=self.accept_z)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

@@ -4,15 +4,18 @@ Each partition's examples are split in two: the runs the optimizer learns from (
 examples a change is judged on (``checks``: the valset's examples of the partition's kind, or a
 held-out fold). One epoch critiques the current runs, distills the critiques into lessons, asks
 for several proposals (distinct rollouts, so DSPy's cache does not hand back the same text), and
-accepts the best one only when it gets more held-out examples right than the current candidate
-(a proposal is run first where the current one fails, and no further when it does no better there).
+accepts the best one only when it is clearly better than the current candidate on the held-out
+examples (``significance.clearly_better``, a paired sign test: on four checks, one more right is
+chance). A proposal is run first where the current one fails, and no further when it cannot pass there.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
 with labeled examples of failed runs filling the room, kept when they do not lose on the checks.
 The runs the optimizer learns from are made without each example's own demo: with it, a run
-copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find. A partition stops as soon as an epoch accepts nothing (its
-runs, and so its lessons, would be the same next epoch) or its held-out score is perfect (nothing
-could be accepted).
+copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find.
+A partition stops as soon as an epoch accepts nothing (its runs, and so its lessons, would be the
+same next epoch), and writes no proposal at all while its candidate misses fewer than about three
+checks: no proposal could then pass the test (``could_be_clearly_better``), and with a small
+optimizer the proposals were most of the compile's cost.
 
 The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
 lessons and rewrite, without the acceptance test, as in the paper.
@@ -32,8 +35,9 @@ from dspy_fgo.guards import clean_instruction, copies_examples
 from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
 from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
-from dspy_fgo.screen import score_if_it_can_win
+from dspy_fgo.screen import scores_if_it_can_win
 from dspy_fgo.signatures import RewriteInstruction
+from dspy_fgo.significance import Z, clearly_better, could_be_clearly_better
 
 Items = Sequence[tuple[Any, dspy.Example]]
 
@@ -93,6 +97,7 @@ def optimize_module(
     checks: Items | None = None,
     max_demos: int = 0,
     proposals: int = 3,
+    accept_z: float = Z,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
@@ -119,8 +124,12 @@ def optimize_module(
         rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
 
     for epoch in range(history[-1].epoch + 1, epochs + 1):
-        if stopped or score >= 1.0 or rt.exhausted():
-            break  # converged, nothing could beat a perfect held-out score, or no budget left
+        if stopped or rt.exhausted():
+            break  # converged, or no budget left
+        kept = rt.evaluate(current, checks)  # already run: no call
+        if not could_be_clearly_better([run.score for run in kept], accept_z):
+            counters.add("partitions_without_room")  # too few checks missed for any proposal to pass
+            break
         if not task:
             task = describe_task(rt, program, current, train, budget)
         lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
@@ -129,10 +138,13 @@ def optimize_module(
                                          examples, rollout=(epoch - 1) * proposals + i), range(proposals))
         fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
         counters.add("proposals_made", len(fresh))
-        kept = rt.evaluate(current, checks)  # already run: no call
-        scores = rt.map(lambda t: score_if_it_can_win(rt, dict(t), checks, kept), fresh)
-        best = max((i for i in range(len(fresh)) if scores[i] is not None), key=lambda i: scores[i], default=None)
-        accepted = best is not None and scores[best] > score  # at least one more held-out example right
+        runs_of = rt.map(lambda t: scores_if_it_can_win(rt, dict(t), checks, kept, accept_z), fresh)
+        old = [run.score for run in kept]
+        scores = [None if r is None else sum(r) / len(r) for r in runs_of]
+        # Accepted only when clearly better (a paired sign test): one more right of four is chance.
+        winners = [i for i, r in enumerate(runs_of) if r is not None and clearly_better(r, old, accept_z)]
+        best = max(winners, key=lambda i: scores[i], default=None)
+        accepted = best is not None
         records = []
         for i, text in enumerate(fresh):
             won = accepted and i == best
@@ -140,7 +152,7 @@ def optimize_module(
             if scores[i] is None:
                 counters.add("proposals_screened_out")
             records.append({"kind": "instruction", "score": scores[i], "accepted": won,
-                            "reason": _verdict(won, scores[i], score, ">"),
+                            "reason": _verdict(won, scores[i], score, "clearly better"),
                             "text": clip(_instructions(dict(text)), 600)})
         if accepted:
             current, score = dict(fresh[best]), scores[best]
@@ -272,7 +284,7 @@ def _instructions(candidate: Candidate) -> str:
 
 
 def _held_out(score: float | None) -> str:
-    return ("no better than the kept one where it fails: the rest not run" if score is None
+    return ("cannot be clearly better even where the kept one fails: the rest not run" if score is None
             else f"held-out score {score:.2f}")
 
 

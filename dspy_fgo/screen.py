@@ -1,9 +1,10 @@
 """Screening: run a proposal only as far as it could still win.
 
-A proposal is accepted only when it scores higher on the held-out checks than the kept candidate.
-It can do better only where the kept candidate is not perfect, so it is run there first; when it
-does no better there, it cannot win on the whole set (on the rest the kept one already scores 1),
-and the rest is never run. The decision is exactly the full evaluation's; only task calls are saved.
+A proposal is accepted only when it is ``clearly_better`` than the kept candidate on the held-out
+checks (a paired sign test). It can win only where the kept candidate is not perfect, so it is run
+there first; when even a tie everywhere else would leave it short of the test, running the rest
+could only add losses, and the rest is never run. The decision is exactly the full evaluation's;
+only task calls are saved.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import dspy
 
 from dspy_fgo.candidate import Candidate
 from dspy_fgo.runtime import Runtime, Trajectory
+from dspy_fgo.significance import Z, clearly_better
 
 Items = Sequence[tuple[Any, dspy.Example]]
 
 
-def score_if_it_can_win(rt: Runtime, proposal: Candidate, checks: Items,
-                        kept: Sequence[Trajectory]) -> float | None:
-    """The proposal's mean score on ``checks``, or None when it cannot beat ``kept`` (the kept
-    candidate's runs on the same checks, in order) and was run only on the checks ``kept`` misses."""
-    missed = [(item, run.score) for item, run in zip(checks, kept) if run.score < 1.0]
+def scores_if_it_can_win(rt: Runtime, proposal: Candidate, checks: Items,
+                         kept: Sequence[Trajectory], z: float = Z) -> list[float] | None:
+    """The proposal's score on each of ``checks``, or None when it cannot be clearly better than
+    ``kept`` (the kept candidate's runs on the same checks, in order) and was run only where ``kept`` misses."""
+    old = [run.score for run in kept]
+    missed = [i for i, score in enumerate(old) if score < 1.0]
     if len(missed) < len(checks):  # somewhere the kept candidate is perfect: worth screening first
-        tried = rt.evaluate(proposal, [item for item, _ in missed])
-        if sum(run.score for run in tried) <= sum(score for _, score in missed):
+        tried = rt.evaluate(proposal, [checks[i] for i in missed])
+        best_case = list(old)  # a tie wherever it was not run: the most the rest could give
+        for i, run in zip(missed, tried):
+            best_case[i] = run.score
+        if not clearly_better(best_case, old, z):
             return None
-    return rt.score(proposal, checks)
+    return rt.item_scores(proposal, checks)

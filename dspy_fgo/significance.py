@@ -25,3 +25,11 @@ def clearly_better(new: Sequence[float], old: Sequence[float], z: float = Z) -> 
     diffs = [a - b for a, b in zip(new, old)]
     gain = sum(diffs)
     return gain > 0 and gain >= z * math.sqrt(sum(d * d for d in diffs))
+
+
+def could_be_clearly_better(old: Sequence[float], z: float = Z) -> bool:
+    """True when some candidate could still be ``clearly_better`` than ``old``. Only the examples
+    ``old`` misses can be won, and a gain spread over k changed examples is at most sqrt(k) times its
+    standard deviation: below z * z (about 3) imperfect examples nothing can pass, so a proposal
+    there is not worth writing. Nothing beats a perfect score, whatever ``z``."""
+    return sum(1 for score in old if score < 1.0) >= max(1.0, z * z)

@@ -5,8 +5,9 @@ import json
 import re
 
 import dspy
+import pytest
 
-from conftest import RULE, exact, make_examples, optimizer_respond, task_respond
+from conftest import RULE, TOY_Z, exact, make_examples, objective, optimizer_respond, task_respond
 from dspy_fgo import FGO, read_candidate
 from dspy_fgo.demos import demos_from_runs
 from dspy_fgo.runtime import Step, Trajectory
@@ -14,6 +15,7 @@ from fakes import FakeLM, field_value
 
 
 def compile_fgo(trainset, task=task_respond, optimizer=optimizer_respond, valset=None, **settings):
+    settings.setdefault("accept_z", TOY_Z)
     prompt = FakeLM(optimizer, model="fake/optimizer")
     fgo = FGO(metric=exact, task_model=FakeLM(task, model="fake/task"), prompt_model=prompt,
               partition_by="category", **settings)
@@ -81,24 +83,84 @@ def vague_optimizer(fields, messages):
     return {f: "Be careful." for f in fields}
 
 
+def checks_from(first: int, last: int) -> list:
+    """alpha's questions first..last: held-out checks for a partition trained on questions 0-3."""
+    return [ex for ex in make_examples(["alpha"], per_category=last + 1) if int(ex.answer.split("-")[1]) >= first]
+
+
 def test_a_proposal_no_better_where_the_kept_one_fails_is_not_run_on_the_rest():
-    trainset = make_examples(["alpha"], per_category=4)
-    valset = [ex for ex in make_examples(["alpha"], per_category=8) if int(ex.answer.split("-")[1]) >= 4]
-    # The kept instruction gets the even checks (4, 6) right and misses the odd ones (5, 7).
+    trainset, valset = make_examples(["alpha"], per_category=4), checks_from(4, 9)
+    # The kept instruction gets the even checks (4, 6, 8) right and misses the odd ones (5, 7, 9).
     task = FakeLM(even_or_rule_task, model="fake/task")
     fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(vague_optimizer, model="fake/optimizer"),
               partition_by="category", epochs=1, max_demos=0)
     fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
     runs_of_proposal = [p for p in task.prompts if "VAGUE" in p]
-    assert len(runs_of_proposal) == 2 and not any("number 4 " in p or "number 6 " in p for p in runs_of_proposal)
+    assert len(runs_of_proposal) == 3 and not any(f"number {n} " in p for p in runs_of_proposal for n in (4, 6, 8))
     events = fgo.report_.events
     assert events["proposals_screened_out"] == events["proposals_made"] == 1
     assert fgo.report_.partitions[0].epochs[1]["proposals"][0]["score"] is None
 
     # The screen changes no decision: a proposal that fixes the misses is run everywhere and accepted.
-    fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0)
+    fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0,
+                                  accept_z=1.645)
     assert fgo.report_.events["proposals_accepted"] == 1 and "proposals_screened_out" not in fgo.report_.events
     assert fgo.report_.partitions[0].score_after == 1.0 and "RULE-alpha" in read_candidate(program)["self"]
+
+
+def test_one_more_check_right_is_chance_and_no_proposal_is_written_where_none_could_pass():
+    # Four checks, two missed (5, 7): even a proposal that fixes both is not clearly better (two
+    # wins are chance), so by default none is written: no optimizer call at all.
+    trainset, valset = make_examples(["alpha"], per_category=4), checks_from(4, 7)
+    fgo, program, prompt = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=2, max_demos=0,
+                                       accept_z=1.645)
+    assert prompt.calls == 0 and fgo.report_.events["partitions_without_room"] == 1
+    assert "proposals_made" not in fgo.report_.events and "RULE" not in read_candidate(program)["self"]
+    # The paper's rule (accept_z=0) takes the same two wins.
+    fgo, program, prompt = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=2, max_demos=0,
+                                       accept_z=0)
+    assert prompt.calls > 0 and fgo.report_.events["proposals_accepted"] == 1
+    assert "RULE-alpha" in read_candidate(program)["self"]
+
+
+def test_a_proposal_is_accepted_only_when_clearly_better_on_the_checks():
+    # Six checks, three missed (5, 7, 9): there is room for a proposal to pass the sign test.
+    trainset, valset = make_examples(["alpha"], per_category=4), checks_from(4, 9)
+
+    def the_rule_misses_nine(fields, messages):  # two wins at best: chance, so the rest is not run
+        if field_value(messages, "question").split()[3] == "9":
+            return {"answer": "unknown"}
+        return even_or_rule_task(fields, messages)
+
+    def the_rule_breaks_four(fields, messages):  # three wins and a loss: a net gain of two
+        if field_value(messages, "question").split()[3] == "4" and "RULE" in objective(messages):
+            return {"answer": "unknown"}
+        return even_or_rule_task(fields, messages)
+
+    task = FakeLM(the_rule_misses_nine, model="fake/task")
+    fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
+              partition_by="category", epochs=1, max_demos=0)
+    fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
+    proposal = fgo.report_.partitions[0].epochs[1]["proposals"][0]
+    assert proposal["score"] is None and not proposal["accepted"]
+    runs_of_proposal = [p for p in task.prompts if "RULE" in p]
+    assert len(runs_of_proposal) == 3 and not any(f"number {n} " in p for p in runs_of_proposal for n in (4, 6, 8))
+
+    fgo, program, _ = compile_fgo(trainset, task=the_rule_breaks_four, valset=valset, epochs=1, max_demos=0,
+                                  accept_z=1.645)
+    proposal = fgo.report_.partitions[0].epochs[1]["proposals"][0]
+    assert proposal["score"] == 5 / 6 and not proposal["accepted"] and "clearly better" in proposal["reason"]
+    assert "RULE" not in read_candidate(program)["self"]
+    fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0,
+                                  accept_z=1.645)
+    assert fgo.report_.partitions[0].epochs[1]["proposals"][0]["accepted"]
+    assert "RULE-alpha" in read_candidate(program)["self"]
+
+
+def test_accept_z_must_be_a_number_from_zero():
+    for bad in (-1, "high", True, None, 11):
+        with pytest.raises(ValueError, match="accept_z"):
+            FGO(metric=exact, accept_z=bad)
 
 
 def test_partitions_with_few_demos_pool_them_up_to_max_demos_in_a_merge():
@@ -112,7 +174,7 @@ def test_partitions_with_few_demos_pool_them_up_to_max_demos_in_a_merge():
     trainset = make_examples(["alpha", "beta"], per_category=2)
     valset = [ex for ex in make_examples(["alpha", "beta"], per_category=4) if int(ex.answer.split("-")[1]) >= 2]
     for max_demos, pooled in ((4, 2), (1, 1)):
-        fgo = FGO(metric=exact, task_model=FakeLM(right_on_even, model="fake/task"),
+        fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(right_on_even, model="fake/task"),
                   prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"), partition_by="category",
                   epochs=0, max_demos=max_demos)
         fgo.compile(dspy.ChainOfThought("question -> answer"), trainset=trainset, valset=valset)
@@ -161,7 +223,7 @@ def test_demos_come_from_the_partitions_own_runs_are_kept_when_they_help_and_cos
     # The start instruction already knows alpha's rule: alpha's runs succeed, beta's fail.
     student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
     prompt = FakeLM(optimizer_respond, model="fake/optimizer")
-    fgo = FGO(metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
               partition_by="category", epochs=0, max_demos=2)
     program = fgo.compile(student, trainset=trainset)
     assert prompt.calls == 0  # epochs=0: no rewrite, so the demos took no optimizer call
@@ -184,7 +246,7 @@ def test_demos_that_lose_on_the_held_out_examples_are_not_kept():
         return values
 
     student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha RULE-beta"))
-    fgo = FGO(metric=exact, task_model=FakeLM(confused_by_demos, model="fake/task"),
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(confused_by_demos, model="fake/task"),
               prompt_model=FakeLM(optimizer_respond), partition_by="category", epochs=0, max_demos=2)
     program = fgo.compile(student, trainset=make_examples(["alpha", "beta"], per_category=4))
     assert fgo.report_.events["demos_rejected"] == 2 and not program.demos
@@ -206,7 +268,7 @@ def test_the_runs_learned_from_never_show_an_example_its_own_demo():
     # checks). Run with their own demo, the same examples would copy their answers and "succeed",
     # and the critique would find nothing to teach; run without it, they fail and the rule is learned.
     student = dspy.Predict(dspy.Signature("question -> answer", "Answer."))
-    fgo = FGO(metric=exact, task_model=FakeLM(copy_from_demos_task, model="fake/task"),
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(copy_from_demos_task, model="fake/task"),
               prompt_model=FakeLM(optimizer_respond), partition_by="category", epochs=1, max_demos=4)
     program = fgo.compile(student, trainset=make_examples(["beta"], per_category=6))
     first = fgo.report_.partitions[0].epochs[0]
@@ -224,7 +286,7 @@ def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
     # Its runs are not all right (question 0 fails), but every held-out check is: no proposal could
     # get more of them right, so an epoch would only spend calls.
     prompt = FakeLM(optimizer_respond, model="fake/optimizer")
-    fgo = FGO(metric=exact, task_model=FakeLM(fails_question_zero, model="fake/task"), prompt_model=prompt,
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(fails_question_zero, model="fake/task"), prompt_model=prompt,
               partition_by="category", epochs=2, max_demos=0)
     fgo.compile(dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha")),
                 trainset=make_examples(["alpha"], per_category=6))

@@ -6,7 +6,7 @@ import time
 import dspy
 import pytest
 
-from conftest import exact, make_examples, optimizer_respond
+from conftest import exact, make_examples, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM
 
@@ -23,7 +23,7 @@ def test_bad_rewrites_leave_the_previous_candidate(task_lm, bad_answer):
         return optimizer_respond(fields, messages)
 
     student = dspy.Predict("question -> answer")
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
     program = fgo.compile(student, trainset=make_examples(["alpha", "beta"]))
     assert read_candidate(program) == read_candidate(student)
     assert fgo.report_.events.get("proposals_rejected", 0) > 0 or fgo.report_.events.get("critique_calls_failed", 0) > 0
@@ -33,7 +33,7 @@ def test_optimizer_call_errors_keep_the_run_going(task_lm):
     def fail(text):
         raise ConnectionError("rate limited")
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond, fail=fail),
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond, fail=fail),
               partition_by="category", epochs=1)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["alpha", "beta"]))
     assert fgo.report_.usage["optimizer"]["errors"] > 0
@@ -44,7 +44,7 @@ def test_api_keys_never_reach_reports_or_checkpoints(tmp_path, task_lm):
     secret = "sk-test-SECRET-0123456789"
     prompt = FakeLM(optimizer_respond, model="fake/optimizer")
     prompt.kwargs["api_key"] = secret
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt, partition_by="category", epochs=1,
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=prompt, partition_by="category", epochs=1,
               checkpoint_dir=str(tmp_path))
     fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["alpha", "beta"]))
     assert secret not in json.dumps(fgo.report_.to_dict())
@@ -60,7 +60,7 @@ def test_llm_output_is_never_executed(task_lm, tmp_path):
         text = f"Answer the question. RULE-alpha RULE-beta {payload}"
         return {f: (text if f != "critique" else "Needs RULE-alpha.") for f in fields}
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["alpha", "beta"]))
     assert payload in program.signature.instructions  # the output went all the way through, as text
     assert not marker.exists()
@@ -119,7 +119,7 @@ def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
     trainset = make_examples(["alpha"], per_category=2)
 
     def compile_with(endpoint):
-        fgo = FGO(metric=exact, task_model=endpoint.lm(), prompt_model=prompt_lm, partition_by="category", epochs=1)
+        fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=endpoint.lm(), prompt_model=prompt_lm, partition_by="category", epochs=1)
         fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
         return fgo.report_
 
@@ -176,7 +176,7 @@ def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
             return {"new_instruction": "Answer RULE-alpha. Recall: alpha question number 1 about alpha things."}
         return optimizer_respond(fields, messages)
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=2, max_demos=0)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
     assert read_candidate(program) == read_candidate(dspy.Predict("question -> answer"))
     assert fgo.report_.events["proposals_copying_examples"] >= 1
@@ -207,7 +207,7 @@ def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
         return optimizer_respond(fields, messages)
 
     student = dspy.Predict("question -> answer")
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(respond), partition_by="category", epochs=1, max_demos=0)
     program = fgo.compile(student, trainset=make_examples(["alpha"]))
     assert read_candidate(program) == read_candidate(student)
     assert fgo.report_.events["proposals_rejected"] >= 1

@@ -5,7 +5,7 @@ import json
 import dspy
 import pytest
 
-from conftest import RULE, exact, make_examples, task_respond
+from conftest import RULE, exact, make_examples, task_respond, TOY_Z
 from dspy_fgo import FGO, Report, read_candidate
 from fakes import FakeLM
 
@@ -15,6 +15,7 @@ CATS = ["alpha", "beta", "gamma", "delta"]
 def compile_fgo(task_lm, prompt_lm, trainset, student=None, **settings):
     student = student or dspy.Predict("question -> answer")
     settings.setdefault("partition_by", "category")
+    settings.setdefault("accept_z", TOY_Z)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
     return fgo, fgo.compile(student, trainset=trainset)
 
@@ -174,7 +175,7 @@ def test_on_a_tie_the_shortest_prompt_is_returned(task_lm, prompt_lm):
     # The valset holds only alpha questions: the root (both rules) and alpha's node tie on it.
     trainset, valset = make_examples(CATS[:2]), make_examples(CATS[:1], per_category=3)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
-              max_demos=0)
+              max_demos=0, accept_z=TOY_Z)
     optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
     scores = fgo.report_.selection["scores"]
     assert scores["root"] == max(scores.values()) and fgo.report_.selection["returned"] != "root"

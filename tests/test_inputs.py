@@ -3,7 +3,7 @@
 import dspy
 import pytest
 
-from conftest import RULE, exact, make_examples
+from conftest import RULE, exact, make_examples, TOY_Z
 from dspy_fgo import FGO
 
 
@@ -28,6 +28,7 @@ def test_bad_settings(settings, message):
 
 
 def run_fgo(task_lm, prompt_lm, student=None, trainset=None, **settings):
+    settings.setdefault("accept_z", TOY_Z)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
     trainset = make_examples(["a", "b"]) if trainset is None else trainset
     return fgo.compile(student or dspy.Predict("question -> answer"), trainset=trainset)
@@ -59,7 +60,7 @@ def test_program_without_predictors(task_lm, prompt_lm):
 
 
 def test_no_lm_configured():
-    fgo = FGO(metric=exact)
+    fgo = FGO(accept_z=TOY_Z, metric=exact)
     with pytest.raises(ValueError, match="no LM configured"):
         fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a"]))
 
@@ -68,7 +69,7 @@ def test_metric_errors_stop_past_max_errors(task_lm, prompt_lm):
     def broken(example, prediction, trace=None):
         raise KeyError("oops")
 
-    fgo = FGO(metric=broken, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", max_errors=2)
+    fgo = FGO(accept_z=TOY_Z, metric=broken, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", max_errors=2)
     with pytest.raises(RuntimeError, match=r"metric raised \d+ times, more than max_errors=2"):
         fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"]))
 
@@ -82,7 +83,7 @@ def test_failing_task_calls_score_zero_and_the_run_goes_on(prompt_lm):
             raise TimeoutError("simulated timeout")
 
     lm = FakeLM(task_respond, fail=flaky)
-    fgo = FGO(metric=exact, task_model=lm, prompt_model=prompt_lm, partition_by="category", epochs=1)
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=lm, prompt_model=prompt_lm, partition_by="category", epochs=1)
     fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b"]))
     assert fgo.report_.events["program_errors"] > 0
     # The failed runs scored 0, and the others still taught each partition its rule.

@@ -10,7 +10,7 @@ import sys
 import dspy
 import pytest
 
-from conftest import exact, make_examples
+from conftest import exact, make_examples, TOY_Z
 from dspy_fgo import FGO, Report
 from dspy_fgo.tracking import log_to_mlflow
 
@@ -44,6 +44,7 @@ def runs_of(experiment_id):
 
 
 def fgo_for(task_lm, prompt_lm, **kw):
+    kw.setdefault("accept_z", TOY_Z)
     return FGO(metric=exact, partition_by="category", task_model=task_lm, prompt_model=prompt_lm, epochs=1,
                num_threads=2, **kw)
 

@@ -2,7 +2,7 @@
 
 import dspy
 
-from conftest import RULE, exact, make_examples, objective, optimizer_respond
+from conftest import RULE, exact, make_examples, objective, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM, field_value, last_user
 
@@ -30,7 +30,7 @@ def test_fgo_optimizes_a_react_agent():
     before = read_candidate(agent)
     tool_desc = agent.tools["lookup"].desc
     optimizer_lm = FakeLM(optimizer_respond)
-    fgo = FGO(metric=exact, task_model=FakeLM(agent_respond), prompt_model=optimizer_lm,
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(agent_respond), prompt_model=optimizer_lm,
               partition_by="category", epochs=1)
     optimized = fgo.compile(agent, trainset=make_examples(["alpha", "beta"]))
     after = read_candidate(optimized)

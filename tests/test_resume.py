@@ -10,7 +10,7 @@ import textwrap
 import dspy
 import pytest
 
-from conftest import exact, make_examples, optimizer_respond, task_respond
+from conftest import exact, make_examples, optimizer_respond, task_respond, TOY_Z
 from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM
 
@@ -19,6 +19,7 @@ TESTS = os.path.dirname(__file__)
 
 
 def compile_fgo(checkpoint_dir=None, prompt=None, trainset=None, **settings):
+    settings.setdefault("accept_z", TOY_Z)
     prompt = prompt or FakeLM(optimizer_respond, model="fake/optimizer")
     fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="fake/task"), prompt_model=prompt,
               partition_by="category", epochs=2, num_threads=1, checkpoint_dir=checkpoint_dir, **settings)
@@ -39,7 +40,7 @@ KILLED_RUN = textwrap.dedent("""
         if calls == {kill_after}:
             os.kill(os.getpid(), signal.SIGKILL)
     prompt = FakeLM(conftest.optimizer_respond, model="fake/optimizer", fail=die_after)
-    fgo = FGO(metric=conftest.exact, task_model=FakeLM(conftest.task_respond, model="fake/task"), prompt_model=prompt,
+    fgo = FGO(accept_z=conftest.TOY_Z, metric=conftest.exact, task_model=FakeLM(conftest.task_respond, model="fake/task"), prompt_model=prompt,
               partition_by="category", epochs=2, num_threads=1, checkpoint_dir={directory!r})
     fgo.compile(dspy.Predict("question -> answer"), trainset=conftest.make_examples({cats!r}))
 """)
@@ -101,7 +102,7 @@ def test_cost_budget_uses_litellm_prices():
 
     def priced(max_cost=None):
         prompt = FakeLM(optimizer_respond, model="openai/gpt-4o-mini")
-        fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="openai/gpt-4o-mini"), prompt_model=prompt,
+        fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(task_respond, model="openai/gpt-4o-mini"), prompt_model=prompt,
                   partition_by="category", epochs=2, num_threads=1, max_cost=max_cost)
         return fgo, fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
 

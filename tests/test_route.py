@@ -5,7 +5,7 @@ import json
 import dspy
 import pytest
 
-from conftest import RULE, exact, field_value, make_examples, objective, optimizer_respond
+from conftest import RULE, exact, field_value, make_examples, objective, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, Routed, load_routed
 from fakes import FakeLM
 
@@ -25,6 +25,7 @@ def jealous_task(fields, messages):
 
 
 def compile_fgo(task_lm, trainset, **settings):
+    settings.setdefault("accept_z", TOY_Z)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond), partition_by="category",
               epochs=1, **settings)
     return fgo, fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
@@ -105,7 +106,7 @@ def test_routing_is_deterministic():
 
 def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
     # The ordinary toy world: the rules do not conflict, so the merged text serves both partitions.
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
               route=True)
     optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS, per_category=6))
     assert not isinstance(optimized, Routed)
@@ -117,7 +118,7 @@ def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_route_must_be_false_true_or_demos(bad):
     with pytest.raises(ValueError, match="route must be one of"):
-        FGO(metric=exact, route=bad)
+        FGO(accept_z=TOY_Z, metric=exact, route=bad)
 
 
 def jealous_agent(fields, messages):
@@ -134,7 +135,7 @@ def test_a_react_agent_is_routed_and_stays_an_agent():
 
     agent = dspy.ReAct("question -> answer", tools=[lookup], max_iters=2)
     task_lm = FakeLM(jealous_agent)
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond), partition_by="category",
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond), partition_by="category",
               epochs=1, route=True)
     trainset = make_examples(CATS, per_category=6)
     routed = fgo.compile(agent, trainset=trainset)
@@ -148,7 +149,7 @@ def test_route_reuses_a_plain_compiles_checkpoint(tmp_path):
     trainset = make_examples(CATS, per_category=6)
     compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path)
     optimizer = FakeLM(optimizer_respond)
-    fgo = FGO(metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
+    fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
               epochs=1, checkpoint_dir=tmp_path, route=True)
     routed = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
     assert isinstance(routed, Routed) and optimizer.calls == 0  # every partition and merge came from disk

@@ -2,7 +2,7 @@
 
 import dspy
 
-from conftest import exact, field_value, make_examples, optimizer_respond
+from conftest import exact, field_value, make_examples, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, Routed, load_routed
 from fakes import FakeLM
 
@@ -21,6 +21,7 @@ def demo_jealous_task(fields, messages):
 
 
 def compile_fgo(trainset, **settings):
+    settings.setdefault("accept_z", TOY_Z)
     task_lm = FakeLM(demo_jealous_task, model="fake/task")
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
               partition_by="category", epochs=1, **{"max_demos": 2, **settings})

@@ -3,7 +3,7 @@
 import dspy
 import pytest
 
-from conftest import RULE, exact, make_examples
+from conftest import RULE, TOY_Z, exact, make_examples
 from dspy_fgo import FGO
 from dspy_fgo.significance import clearly_better
 
@@ -27,7 +27,7 @@ def test_the_root_replaces_the_shorter_child_only_when_clearly_better(task_lm, p
     trainset = make_examples(["alpha", "beta"])
     valset = make_examples(["alpha"], per_category=3) + make_examples(["beta"], per_category=beta_questions)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
-              max_demos=0)
+              max_demos=0, accept_z=TOY_Z)
     optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
     selection = fgo.report_.selection
     assert selection["scores"]["root"] == max(selection["scores"].values()) == 1.0

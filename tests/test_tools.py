@@ -3,7 +3,7 @@
 import dspy
 import pytest
 
-from conftest import RULE, exact, make_examples, optimizer_respond
+from conftest import RULE, exact, make_examples, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, AllAtOnce, apply_candidate, read_candidate
 from dspy_fgo.accounting import Counters
 from dspy_fgo.prompts import agent_log
@@ -71,7 +71,7 @@ def agent_respond(fields, messages):
 @pytest.mark.parametrize("optimizer", [FGO, AllAtOnce])
 def test_optimizers_rewrite_tool_descriptions(optimizer):
     student = agent()
-    settings = {"partition_by": "category"} if optimizer is FGO else {}
+    settings = {"partition_by": "category", "accept_z": TOY_Z} if optimizer is FGO else {}
     compiler = optimizer(metric=exact, task_model=FakeLM(agent_respond), prompt_model=FakeLM(optimizer_respond),
                          epochs=1, optimize_tools=True, **settings)
     optimized = compiler.compile(student, trainset=make_examples(["alpha", "beta"]))
@@ -82,7 +82,7 @@ def test_optimizers_rewrite_tool_descriptions(optimizer):
 
 def test_optimize_tools_needs_an_agent():
     with pytest.raises(ValueError, match="no agent with tools"):
-        FGO(metric=exact, task_model=FakeLM(agent_respond), optimize_tools=True).compile(
+        FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(agent_respond), optimize_tools=True).compile(
             dspy.Predict("question -> answer"), trainset=make_examples(["alpha"]))
 
 
