@@ -13,6 +13,8 @@ from dspy_fgo.divide import input_text
 from dspy_fgo.prompts import Budget
 
 COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
+COPY_MIN_NUMBERS = 2  # ... or this many of its numbers (of 3 characters or more: 53.87, 1966)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -39,7 +41,27 @@ def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example
         holders = sum(gram in g for g in grams)
         if holders and (holders < len(grams) or len(grams) == 1):
             return True
-    return states_an_answer(proposal, current, examples)
+    return copies_numbers(proposal, current, examples) or states_an_answer(proposal, current, examples)
+
+
+def copies_numbers(proposal: str, current: str, examples: Sequence[dspy.Example],
+                   min_numbers: int = COPY_MIN_NUMBERS) -> bool:
+    """True when ``proposal`` holds ``min_numbers`` numbers (3 characters or more) that ``current``
+    does not and that only some of ``examples``' inputs hold: one example's data, not a rule.
+
+    Numbers slip past the word test: the 1.5B retold an SVG path's points as "Start at the first
+    point (53.87,61.90)", one number per line (BBH-15 geometric_shapes, v7 seed 2)."""
+    inputs = [set(_numbers(input_text(ex))) for ex in examples]
+    if not inputs:
+        return False
+    fresh = set(_numbers(proposal)) - set(_numbers(current))
+    particular = [n for n in fresh if 0 < sum(n in held for held in inputs) < len(inputs) or
+                  (len(inputs) == 1 and n in inputs[0])]
+    return len(particular) >= min_numbers
+
+
+def _numbers(text: str) -> list[str]:
+    return [n for n in _NUMBER.findall(text) if len(n) >= 3]
 
 
 def states_an_answer(proposal: str, current: str, examples: Sequence[dspy.Example]) -> bool:

@@ -152,6 +152,22 @@ def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
     assert not copies_examples("Take 5 steps. Turn left. Take 6 steps backward.", current, [])
 
 
+def test_an_instruction_that_retells_one_examples_numbers_is_a_copy():
+    from dspy_fgo.guards import copies_examples
+
+    paths = ["M 53.87,61.90 L 52.73,49.16 L 63.98,54.06 L 53.87,61.90", "M 10.00,20.00 L 30.00,40.00 L 10.00,20.00"]
+    examples = [dspy.Example(question=f'This SVG path element <path d="{d}"/> draws a').with_inputs("question")
+                for d in paths]
+    current = "Answer the question."
+    # The 1.5B's geometric_shapes proposal (v7 seed 2): one path's points, one per line, no six words alike.
+    assert copies_examples("The correct order of points for a hexagon is:\n1. Start at the first point "
+                           "(53.87, 61.90)\n2. Move to the second point (52.73, 49.16)", current, examples)
+    # One such number, numbers every example holds, or short ones are not a copy.
+    assert not copies_examples("Count the points; stop at 53.87 if needed.", current, examples)
+    shared = [dspy.Example(question=f"Path {d} in a 100 by 100 box").with_inputs("question") for d in paths]
+    assert not copies_examples("The box is 100 by 100; count the corners (3 or 4).", current, shared)
+
+
 def test_an_instruction_that_states_one_examples_answer_is_a_copy():
     from dspy_fgo.guards import copies_examples
 
