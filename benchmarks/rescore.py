@@ -25,6 +25,7 @@ import json
 import random
 import statistics
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from benchmarks import run
@@ -51,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--nodes", default=None,
                    help="comma-separated merge-tree node ids: also rescore those nodes of every FGO cell "
                         "(as method 'fgo@node<id>'), to see what the final selection left behind")
+    p.add_argument("--compare-with", default=None, metavar="DIR",
+                   help="another benchmark directory whose cells were rescored on the same questions "
+                        "(DIR/rescore-n<N>): its methods join the summary, for cells kept in another run "
+                        "(MIPROv2's cells, whose code path did not change)")
     p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
     return p.parse_args(argv)
 
@@ -193,6 +198,24 @@ def _percent(accuracy: float | None) -> str:
     return "not measured" if accuracy is None else f"{100 * accuracy:.1f} %"
 
 
+def rescored_elsewhere(other: Path, n_test: int, mine: list[dict]) -> list[dict]:
+    """The rescored cells of another directory, for methods not rescored here, on the same questions."""
+    source = other / f"rescore-n{n_test}"
+    if not source.is_dir():
+        sys.exit(f"--compare-with: {source} does not exist (rescore that run with --n-test {n_test} first)")
+    own = {r["method"] for r in mine}
+    questions = set(mine[0]["scores"]) if mine else None
+    found = []
+    for path in sorted(source.glob("*-seed*.json")):
+        result = json.loads(path.read_text())
+        if result["method"] in own:
+            continue
+        if questions is not None and set(result["scores"]) != questions:
+            sys.exit(f"--compare-with: {path} was scored on other questions than this run's")
+        found.append({**result, "from": str(source)})
+    return found
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -213,31 +236,36 @@ def main(argv=None) -> int:
     dest.mkdir(exist_ok=True)
     model_args = run.parse_args(["--program", config["program"], "--max-tokens", str(config["max_tokens"]),
                                  *(["--fake"] if args.fake else [])])
-    skipped, rescored = [], []
-    with run.models(model_args) as (task_lm, prompt_lm, _):
-        task_lm = task_lm.copy(stop=list(task.stop)) if task.stop else task_lm
-        for cell in cells:
-            name = f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}"
-            path = dest / f"{name}.json"
-            if path.exists():
-                rescored.append(json.loads(path.read_text()))
-                continue
+    skipped, rescored, pending = [], [], []
+    for cell in cells:
+        path = dest / f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}.json"
+        if path.exists():  # rescored by an earlier run: no model is started for it
+            rescored.append(json.loads(path.read_text()))
+        else:
+            pending.append((cell, path))
+    with (run.models(model_args) if pending else nullcontext((None, None, None))) as (task_lm, prompt_lm, _):
+        task_lm = task_lm.copy(stop=list(task.stop)) if task_lm and task.stop else task_lm
+        for cell, path in pending:
             setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=prompt_lm, seed=cell["seed"],
                           num_threads=args.num_threads)
             result = rescore_cell(cell, task, setup)
             if result is None:
-                skipped.append(name)
-                print(f"{name}: its program cannot be rebuilt from the cell, skipped", flush=True)
+                skipped.append(path.stem)
+                print(f"{path.stem}: its program cannot be rebuilt from the cell, skipped", flush=True)
                 continue
             result["code_version"] = run.code_version()
             path.write_text(json.dumps(result, indent=2))
             rescored.append(result)
-            print(f"{name}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
+            print(f"{path.stem}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
                   f"(its own {cell['n_test']}: {100 * (result['same_questions_accuracy'] or 0):.1f} %, "
                   f"cell said {_percent(cell['test_accuracy'])})", flush=True)
+    if args.compare_with:
+        rescored += rescored_elsewhere(Path(args.compare_with), args.n_test, rescored)
     rows = summary(rescored, args.reference)
     md = [f"Command: `python -m benchmarks.rescore {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
           table(rows, args.reference), ""]
+    if args.compare_with:
+        md += [f"Methods not rescored here are {args.compare_with}'s rescored cells, on the same questions.", ""]
     md += [f"Not rescored (program not in its cell): {', '.join(skipped)}", ""] if skipped else []
     (dest / "summary.json").write_text(json.dumps({"reference": args.reference, "rows": rows,
                                                    "skipped": skipped}, indent=2))

@@ -3,6 +3,7 @@
 import json
 
 import dspy
+import pytest
 
 from benchmarks import rescore, run
 from benchmarks.methods import Setup
@@ -24,6 +25,31 @@ def test_rescoring_rebuilds_each_cells_program_and_scores_it_on_more_questions(t
     summary = json.loads((out / "rescore-n5" / "summary.json").read_text())
     assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo", "knn-fewshot", "fgo-demos"}
     assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
+
+
+def test_cells_rescored_in_another_run_join_the_summary_on_the_same_questions(tmp_path, monkeypatch):
+    kept, new = tmp_path / "kept", tmp_path / "new"
+    for out, method in ((kept, "unoptimized"), (new, "fgo")):
+        run.main(["--fake", "--methods", method, "--n-train", "1", "--n-val", "1", "--n-test", "2", "--out", str(out)])
+        assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--reference", "unoptimized"]) == 0
+
+    def no_model(args):  # every cell is rescored already: summarizing again starts no model server
+        raise AssertionError("a model was started")
+
+    monkeypatch.setattr(run, "models", no_model)
+    assert rescore.main(["--fake", "--out", str(new), "--n-test", "3", "--reference", "unoptimized",
+                         "--compare-with", str(kept)]) == 0
+    rows = json.loads((new / "rescore-n3" / "summary.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"unoptimized", "fgo"}
+    assert next(r for r in rows if r["method"] == "fgo")["verdict"] in ("tie", "ahead", "behind")
+    assert "rescored cells, on the same questions" in (new / "rescore-n3" / "summary.md").read_text()
+    # Other questions cannot be compared: the run stops and says so.
+    other = next((kept / "rescore-n3").glob("*unoptimized*.json"))
+    result = json.loads(other.read_text())
+    result["scores"] = {k + "x": v for k, v in result["scores"].items()}
+    other.write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match="other questions"):
+        rescore.main(["--fake", "--out", str(new), "--n-test", "3", "--compare-with", str(kept)])
 
 
 def test_a_program_the_cell_does_not_hold_is_skipped_not_guessed():
