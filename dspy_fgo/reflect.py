@@ -48,7 +48,8 @@ class EpochRecord:
     score: float  # the kept candidate's score on the checks (held-out) after this epoch
     candidate: Candidate
     critiques: int = 0  # runs critiqued this epoch
-    train_score: float | None = None  # the kept candidate's score on the runs learned from (see learning_runs)
+    train_score: float | None = None  # the kept candidate's score on the runs learned from (see learning_runs);
+    # None when no epoch learned from it (its runs were never needed)
     lessons: str = ""
     proposals: list[dict] = field(default_factory=list)  # {"kind", "score", "accepted", "reason", "text"}
 
@@ -115,7 +116,7 @@ def optimize_module(
         history = [EpochRecord(**h) for h in resume["history"]]
         task, baseline, stopped = resume["task_description"], resume["baseline_score"], resume["stopped"]
         current, score = history[-1].candidate, history[-1].score
-        runs = learning_runs(rt, current, train) if not stopped else []
+        runs = None  # made when the next epoch needs them
     else:
         task, stopped = "", False
         current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters)
@@ -130,6 +131,10 @@ def optimize_module(
         if not could_be_clearly_better([run.score for run in kept], accept_z):
             counters.add("partitions_without_room")  # too few checks missed for any proposal to pass
             break
+        if runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
+            runs = learning_runs(rt, current, train)
+            if history[-1].train_score is None:
+                history[-1].train_score = mean_score(runs)
         if not task:
             task = describe_task(rt, program, current, train, budget)
         lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
@@ -155,10 +160,10 @@ def optimize_module(
                             "reason": _verdict(won, scores[i], score, "clearly better"),
                             "text": clip(_instructions(dict(text)), 600)})
         if accepted:
-            current, score = dict(fresh[best]), scores[best]
-            runs = learning_runs(rt, current, train)
+            current, score, runs = dict(fresh[best]), scores[best], None
         history.append(EpochRecord(epoch=epoch, score=score, candidate=current, critiques=critiqued,
-                                   train_score=mean_score(runs), lessons=lessons, proposals=records))
+                                   train_score=mean_score(runs) if runs else None, lessons=lessons,
+                                   proposals=records))
         rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
         if not accepted:
             counters.add("partitions_converged")
@@ -183,10 +188,9 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters):
             counters.add("demos_accepted" if accepted else "demos_rejected")
             record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
                                      "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
-            if accepted:
-                current, score = trial, trial_score
-                runs = learning_runs(rt, current, train)
-                record.candidate, record.score, record.train_score = current, score, mean_score(runs)
+            if accepted:  # its runs (without each example's own demo) wait until an epoch needs them
+                current, score, runs = trial, trial_score, None
+                record.candidate, record.score, record.train_score = current, score, None
     return current, score, runs, record, baseline
 
 

@@ -293,3 +293,24 @@ def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
     first = fgo.report_.partitions[0].epochs[0]
     assert first["score"] == 1.0 and first["train_score"] < 1.0
     assert prompt.calls == 0 and len(fgo.report_.partitions[0].epochs) == 1
+
+
+def test_a_partition_that_cannot_learn_makes_no_runs_to_learn_from():
+    def fails_question_zero(fields, messages):
+        values = task_respond(fields, messages)
+        if field_value(messages, "question").split()[3] == "0":
+            values["answer"] = "unknown"
+        return values
+
+    # Train 0, 1, 3, 4 (four calls), checks 2, 5 (two), the same checks with the kept demos (two),
+    # and the final check runs the returned program on the four training questions (four). Runs made
+    # without each example's own demo, for critiques, would be four more: no epoch needs them.
+    task = FakeLM(fails_question_zero, model="fake/task")
+    fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
+              partition_by="category", epochs=2, max_demos=4)
+    fgo.compile(dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha")),
+                trainset=make_examples(["alpha"], per_category=6))
+    first = fgo.report_.partitions[0].epochs[0]
+    assert first["proposals"][0]["accepted"] and first["train_score"] is None
+    assert task.calls == 12
+
