@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 import dspy
 import pytest
 
-from conftest import exact, make_examples, optimizer_respond, task_respond
+from conftest import TOY_Z, exact, make_examples, optimizer_respond, task_respond
 from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM
 
@@ -14,7 +14,7 @@ from fakes import FakeLM
 def compile_with(executor=None, **settings):
     fgo = FGO(metric=exact, task_model=FakeLM(task_respond, model="fake/task"),
               prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"), partition_by="category", epochs=2,
-              seed=3, executor=executor, **settings)
+              seed=3, executor=executor, accept_z=TOY_Z, **settings)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(["a", "b", "c", "d"]))
     return fgo.report_, read_candidate(program)
 
