@@ -276,13 +276,15 @@ def test_the_runs_learned_from_never_show_an_example_its_own_demo():
     assert "RULE-beta" in program.signature.instructions
 
 
-def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
-    def fails_question_zero(fields, messages):
-        values = task_respond(fields, messages)
-        if field_value(messages, "question").split()[3] == "0":
-            values["answer"] = "unknown"
-        return values
+def fails_question_zero(fields, messages):
+    """Right everywhere the instruction's rule applies, except on question 0."""
+    values = task_respond(fields, messages)
+    if field_value(messages, "question").split()[3] == "0":
+        values["answer"] = "unknown"
+    return values
 
+
+def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
     # Its runs are not all right (question 0 fails), but every held-out check is: no proposal could
     # get more of them right, so an epoch would only spend calls.
     prompt = FakeLM(optimizer_respond, model="fake/optimizer")
@@ -296,12 +298,6 @@ def test_a_partition_with_a_perfect_held_out_score_asks_the_optimizer_nothing():
 
 
 def test_a_partition_that_cannot_learn_makes_no_runs_to_learn_from():
-    def fails_question_zero(fields, messages):
-        values = task_respond(fields, messages)
-        if field_value(messages, "question").split()[3] == "0":
-            values["answer"] = "unknown"
-        return values
-
     # Train 0, 1, 3, 4 (four calls), checks 2, 5 (two), the same checks with the kept demos (two),
     # and the final check runs the returned program on the four training questions (four). Runs made
     # without each example's own demo, for critiques, would be four more: no epoch needs them.
