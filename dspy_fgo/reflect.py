@@ -128,7 +128,8 @@ def optimize_module(
         if stopped or rt.exhausted():
             break  # converged, or no budget left
         kept = rt.evaluate(current, checks)  # already run: no call
-        if not could_be_clearly_better([run.score for run in kept], accept_z):
+        old = [run.score for run in kept]
+        if not could_be_clearly_better(old, accept_z):
             counters.add("partitions_without_room")  # too few checks missed for any proposal to pass
             break
         if runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
@@ -144,7 +145,6 @@ def optimize_module(
         fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
         counters.add("proposals_made", len(fresh))
         runs_of = rt.map(lambda t: scores_if_it_can_win(rt, dict(t), checks, kept, accept_z), fresh)
-        old = [run.score for run in kept]
         scores = [None if r is None else sum(r) / len(r) for r in runs_of]
         # Accepted only when clearly better (a paired sign test): one more right of four is chance.
         winners = [i for i, r in enumerate(runs_of) if r is not None and clearly_better(r, old, accept_z)]
