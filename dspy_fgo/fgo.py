@@ -53,8 +53,9 @@ class FGO(ReflectiveOptimizer):
         critique_successes: successful runs critiqued per epoch besides every failure.
         critique: ``"batch"`` (one call per group of at most 6 runs) or ``"each"`` (the paper's
             evaluator: one call per run); either way the critiques are distilled into short lessons.
-        max_demos: demos per predictor a partition may take from its own successful runs (kept only
-            when they do not lose on its held-out examples); 0 turns demos off.
+        max_demos: demos per predictor a partition may take from its own successful runs (kept
+            unless clearly worse on its held-out examples, by ``accept_z``'s sign test); 0 turns
+            demos off.
         proposals: instructions proposed per epoch; the best is accepted only when it is clearly
             better than the current one on the partition's held-out examples (a paired sign test),
             and none is written where the current one misses fewer than 3 of them (none could pass).

@@ -9,7 +9,7 @@ examples (``significance.clearly_better``, a paired sign test: on four checks, o
 chance). A proposal is run first where the current one fails, and no further when it cannot pass there.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
-with labeled examples of failed runs filling the room, kept when they do not lose on the checks.
+with labeled examples of failed runs filling the room, kept unless they clearly lose on the checks.
 The runs the optimizer learns from are made without each example's own demo: with it, a run
 copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find.
 A partition stops as soon as an epoch accepts nothing (its runs, and so its lessons, would be the
@@ -119,7 +119,8 @@ def optimize_module(
         runs = None  # made when the next epoch needs them
     else:
         task, stopped = "", False
-        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters)
+        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters,
+                                                             accept_z)
         history = [first]
         save(_state(history, task, baseline, stopped))
         rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
@@ -173,21 +174,29 @@ def optimize_module(
                          task_description=task, checks=[k for k, _ in checks])
 
 
-def _first_epoch(rt, program, start, train, checks, max_demos, counters):
-    """Epoch 0: the start's runs and held-out score, and demos from its runs when they do not lose."""
+def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_z=Z):
+    """Epoch 0: the start's runs and held-out score, and demos from its runs unless they clearly lose.
+
+    The mirror of the rule for instructions: demos are the partition's own solved examples, and on
+    four checks one fewer right is chance, so they are refused only when the start is clearly
+    better (the same sign test). On BBH-15 (v8, seed 0) 5 of 15 partitions refused their demos,
+    each on one check of four; ``accept_z=0`` refuses them on any loss, as before."""
     current = dict(start)
     runs = learning_runs(rt, current, train)
-    score = baseline = rt.score(current, checks)
+    old = rt.item_scores(current, checks)
+    score = baseline = sum(old) / len(old) if old else 0.0
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
     if max_demos and not rt.exhausted():
         demos = demos_from_runs(current, runs, max_demos, program)
         if demos:
             trial = {**current, **demos}
-            trial_score = rt.score(trial, checks)
-            accepted = trial_score >= score  # demos are the partition's own solved examples: ties keep them
+            new = rt.item_scores(trial, checks)
+            trial_score = sum(new) / len(new) if new else 0.0
+            accepted = not clearly_better(old, new, accept_z)
             counters.add("demos_accepted" if accepted else "demos_rejected")
             record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
-                                     "accepted": accepted, "reason": _verdict(accepted, trial_score, score, ">=")})
+                                     "accepted": accepted,
+                                     "reason": _verdict(accepted, trial_score, score, "not clearly worse")})
             if accepted:  # its runs (without each example's own demo) wait until an epoch needs them
                 current, score, runs = trial, trial_score, None
                 record.candidate, record.score, record.train_score = current, score, None

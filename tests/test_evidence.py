@@ -252,6 +252,30 @@ def test_demos_that_lose_on_the_held_out_examples_are_not_kept():
     assert fgo.report_.events["demos_rejected"] == 2 and not program.demos
 
 
+def demos_cost_beta_everything_and_alpha_one_check(fields, messages):
+    """With any demo in the prompt: every beta question goes wrong, and alpha's question number 2."""
+    values = task_respond(fields, messages)
+    category, number = field_value(messages, "question").split()[0], field_value(messages, "question").split()[3]
+    if len(messages) > 2 and (category == "beta" or number == "2"):
+        values["answer"] = "unknown"
+    return values
+
+
+@pytest.mark.parametrize("accept_z, kept", [(1.645, ["alpha"]), (0.0, [])])
+def test_demos_are_refused_only_when_clearly_worse_on_the_held_out_examples(accept_z, kept):
+    # Twelve examples a partition: every third (numbers 2, 5, 8, 11) is a held-out check. Alpha's
+    # demos lose one check of four, which is chance, beta's lose all four.
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha RULE-beta"))
+    fgo = FGO(accept_z=accept_z, metric=exact, prompt_model=FakeLM(optimizer_respond), partition_by="category",
+              task_model=FakeLM(demos_cost_beta_everything_and_alpha_one_check, model="fake/task"), epochs=0,
+              max_demos=2)
+    fgo.compile(student, trainset=make_examples(["alpha", "beta"], per_category=12))
+    assert [p.name for p in fgo.report_.partitions if "self::demos" in p.candidate] == kept
+    assert fgo.report_.events["demos_rejected"] == 2 - len(kept)
+    verdicts = [p.epochs[0]["proposals"][0]["reason"] for p in fgo.report_.partitions]
+    assert all("not clearly worse" in v for v in verdicts)
+
+
 def copy_from_demos_task(fields, messages):
     """Right when the instruction holds the category's rule, or the very question is among the demos
     (a model that copies the answer it was shown)."""
