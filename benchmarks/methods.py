@@ -22,9 +22,16 @@ class Setup:
     partition_key: str | None = None  # how FGO and its baselines divide the trainset
     checkpoint_dir: str | None = None  # FGO resumes an interrupted cell from here
     epochs: int | None = None  # FGO's and the baselines' epochs; None keeps their default (3)
+    # Demos per predictor for every method that gives demos (FGO's max_demos, MIPROv2's bootstrapped
+    # and labeled demos each, KNNFewShot's k); None keeps each method's default (4). Long inputs
+    # (whole UBL invoices) need fewer, or a prompt with 4 of them overflows the model's context.
+    max_demos: int | None = None
 
     def epochs_setting(self) -> dict:
         return {} if self.epochs is None else {"epochs": self.epochs}
+
+    def demos(self, default: int = 4) -> int:
+        return default if self.max_demos is None else self.max_demos
 
 
 def unoptimized(student, train, val, s: Setup):
@@ -37,7 +44,7 @@ def _fgo(**settings):
 
         optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm,
                         prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads,
-                        checkpoint_dir=s.checkpoint_dir, **s.epochs_setting(), **settings)
+                        checkpoint_dir=s.checkpoint_dir, max_demos=s.demos(), **s.epochs_setting(), **settings)
         program = optimizer.compile(student, trainset=train, valset=val)
         return program, {"report": optimizer.report_.to_dict()}
 
@@ -61,8 +68,9 @@ def fgo_mipro(student, train, val, s: Setup):
     return program, {"report": optimizer.report_.to_dict()}
 
 
-def _mipro(demos: int):
+def _mipro(with_demos: bool):
     def run(student, train, val, s: Setup):
+        demos = s.demos() if with_demos else 0
         optimizer = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto="light",
                                  max_bootstrapped_demos=demos, max_labeled_demos=demos, seed=s.seed,
                                  num_threads=s.num_threads, verbose=False)
@@ -87,16 +95,20 @@ def gepa(student, train, val, s: Setup):
 
 
 def knn_fewshot(student, train, val, s: Setup):
-    """DSPy's KNNFewShot: per input, the 4 nearest training examples as labeled demos, on the same offline
+    """DSPy's KNNFewShot: per input, the 4 (``--max-demos``) nearest training examples as labeled demos, on the same offline
     TF-IDF space FGO's router uses. Its bootstrapping is off: on, it runs the program on each test
     question's neighbours under a fresh demo set (no cache hits), about 80 s a question on 2 cores."""
     from dspy_fgo.divide import input_text
     from dspy_fgo.route import Space
 
     space = Space.fit([input_text(ex) for ex in train])
-    optimizer = dspy.KNNFewShot(k=4, trainset=train, vectorizer=dspy.Embedder(space), metric=s.metric,
-                                max_bootstrapped_demos=0, max_labeled_demos=4)
-    return optimizer.compile(student), {"note": "4 nearest labeled demos per test input, chosen at inference"}
+    k = s.demos()
+    # caching=False: DSPy's disk cache keys a callable embedder's vectors by the inputs alone, so a
+    # space fitted on another trainset would get its own vocabulary's vectors back (a shape error).
+    vectorizer = dspy.Embedder(space, caching=False)
+    optimizer = dspy.KNNFewShot(k=k, trainset=train, vectorizer=vectorizer, metric=s.metric,
+                                max_bootstrapped_demos=0, max_labeled_demos=k)
+    return optimizer.compile(student), {"note": f"{k} nearest labeled demos per test input, chosen at inference"}
 
 
 def _baseline(name: str):
@@ -119,8 +131,8 @@ METHODS: dict[str, Callable] = {
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
     "fgo-tools": _fgo(optimize_tools=True),  # agents: tool descriptions optimized with the instructions
     "fgo-mipro": fgo_mipro,
-    "mipro-instructions": _mipro(0),
-    "mipro-demos": _mipro(4),
+    "mipro-instructions": _mipro(False),
+    "mipro-demos": _mipro(True),
     "gepa": gepa,
     "knn-fewshot": knn_fewshot,
     "all-at-once": _baseline("AllAtOnce"),

@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         task_lm = task_lm.copy(stop=list(task.stop)) if task_lm and task.stop else task_lm
         for cell, path in pending:
             setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=prompt_lm, seed=cell["seed"],
-                          num_threads=args.num_threads)
+                          num_threads=args.num_threads, max_demos=cell.get("max_demos"))
             result = rescore_cell(cell, task, setup)
             if result is None:
                 skipped.append(path.stem)

@@ -54,6 +54,10 @@ def parse_args(argv=None):
     p.add_argument("--num-threads", type=int, default=4, help="LM calls in flight (the local server queues past its 2 slots)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs for FGO and the paper's baselines (default: theirs, 3); MIPROv2 and GEPA ignore it")
+    p.add_argument("--max-demos", type=int, default=None,
+                   help="demos per predictor for every method that gives demos (FGO's max_demos, MIPROv2 with "
+                        "demos' bootstrapped and labeled demos each, KNNFewShot's k; default: theirs, 4); fewer "
+                        "for long inputs, whose demos would overflow the model's context")
     p.add_argument("--out", default="benchmarks/results/run")
     p.add_argument("--partitions-from", default=None, metavar="DIR",
                    help="an earlier results directory whose fgo cells' finished partitions (checkpoints) this "
@@ -103,7 +107,8 @@ def code_version() -> str | None:
 
 
 def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int, checkpoint_dir=None,
-             epochs: int | None = None, on_progress: Callable[[dict], None] = lambda spent: None) -> dict:
+             epochs: int | None = None, on_progress: Callable[[dict], None] = lambda spent: None,
+             max_demos: int | None = None) -> dict:
     """Compile with one method and seed, then score on the test split. While it compiles,
     ``on_progress`` gets the wall time and usage so far every ``attempts.HEARTBEAT_S`` seconds."""
     task_lm = task_lm.copy(stop=list(task.stop)) if task.stop else task_lm
@@ -111,7 +116,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
     seeded_prompt = prompt_lm.copy(rollout_id=seed) if prompt_lm.kwargs.get("temperature") else prompt_lm
     setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=seeded_prompt, seed=seed,
                   num_threads=num_threads, partition_key=task.partition_key, checkpoint_dir=checkpoint_dir,
-                  epochs=epochs)
+                  epochs=epochs, max_demos=max_demos)
     meter = RoleMeter("compile")
     start = time.perf_counter()
     # When both roles use one model name, calls cannot be split by role: report them as task usage.
@@ -144,6 +149,7 @@ def run_cell(task, method: str, seed: int, task_lm, prompt_lm, num_threads: int,
         "test_usage": tester.usage.to_dict(),
         "instructions": read_candidate(program, tools=True),  # an agent's tool descriptions too
         **({"epochs": epochs} if epochs is not None else {}),
+        **({"max_demos": max_demos} if max_demos is not None else {}),
         **({"task_stop": list(task.stop)} if task.stop else {}),
         **extra,
     }
@@ -216,7 +222,8 @@ def main(argv=None) -> int:
     cells = [(t, m, s) for t in tasks for s in seeds for m in methods if m != "unoptimized" or s == seeds[0]]
     with models(args) as (task_lm, prompt_lm, model_info):
         config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "program": args.program, "epochs": args.epochs, "max_tokens": args.max_tokens,
+                  "program": args.program, "epochs": args.epochs, "max_demos": args.max_demos,
+                  "max_tokens": args.max_tokens,
                   "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
                   "code_version": code_version(), **model_info}
         (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -237,7 +244,7 @@ def main(argv=None) -> int:
             # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.
             marker = Marker(path.with_suffix(".started"), config["code_version"])
             cell = run_cell(task, method, seed, task_lm, prompt_lm, args.num_threads, checkpoint, args.epochs,
-                            on_progress=marker.record)
+                            on_progress=marker.record, max_demos=args.max_demos)
             cell["resumed"] = marker.resumed  # before add_shared_cost: an owner's resumption carries over
             marker.add_earlier(cell)
             if source is not None:

@@ -56,6 +56,46 @@ def test_epochs_reach_fgo_and_the_baselines_and_are_recorded(tmp_path):
         assert cell["code_version"] == run.code_version()  # which code made this cell
 
 
+def test_max_demos_reaches_every_method_that_gives_demos_and_is_recorded(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    argv = ["--fake", "--methods", "fgo,knn-fewshot", "--max-demos", "1", "--epochs", "0", "--n-train", "2",
+            "--n-val", "1", "--n-test", "1", "--out", str(out)]
+    assert run.main(argv) == 0
+    fgo = json.loads((out / "cells" / "bbh15-predict-fgo-seed0.json").read_text())
+    knn = json.loads((out / "cells" / "bbh15-predict-knn-fewshot-seed0.json").read_text())
+    assert fgo["max_demos"] == 1 and fgo["report"]["settings"]["max_demos"] == 1
+    assert knn["max_demos"] == 1 and knn["note"].startswith("1 nearest")
+    assert json.loads((out / "config.json").read_text())["max_demos"] == 1
+
+    import dspy
+    from benchmarks.methods import METHODS, Setup
+
+    made = []
+
+    class Recorder:  # stands in for MIPROv2: records its settings, optimizes nothing
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+        def compile(self, student, **kwargs):
+            return student
+
+    monkeypatch.setattr(dspy, "MIPROv2", Recorder)
+    setup = Setup(metric=None, task_lm=None, prompt_lm=None, seed=0, num_threads=1, max_demos=2)
+    for method in ("mipro-demos", "mipro-instructions"):
+        METHODS[method](dspy.Predict("question -> answer"), [], [], setup)
+    assert [(m["max_bootstrapped_demos"], m["max_labeled_demos"]) for m in made] == [(2, 2), (0, 0)]
+
+
+def test_knn_fewshot_runs_again_on_another_trainset(tmp_path):
+    # Its offline space is fitted on each trainset: vectors from another run's space, of another
+    # vocabulary's size, must not come back from DSPy's cache.
+    for n_train in ("1", "2"):
+        out = tmp_path / f"train{n_train}"
+        assert run.main(["--fake", "--methods", "knn-fewshot", "--n-train", n_train, "--n-val", "1",
+                         "--n-test", "1", "--out", str(out)]) == 0
+        assert (out / "cells" / "bbh15-predict-knn-fewshot-seed0.json").exists()
+
+
 def test_code_version_names_the_checked_out_commit():
     import subprocess
 
