@@ -46,6 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="a benchmark directory (its cells/ and config.json)")
     p.add_argument("--n-test", type=int, required=True, help="test examples per group")
     p.add_argument("--methods", default=None, help="comma-separated (default: every method with cells)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated: rescore only these seeds' cells now (each may then run in its own "
+                        "DSPy cache, whose answers to the cell's own questions are its record's); cells rescored "
+                        "before still join the summary")
     p.add_argument("--reference", default="mipro-demos", help="the method every other one is compared with")
     p.add_argument("--data", default=None, help="BBH JSONL directory (default: the vendored sample)")
     p.add_argument("--num-threads", type=int, default=4)
@@ -236,11 +240,14 @@ def main(argv=None) -> int:
     dest.mkdir(exist_ok=True)
     model_args = run.parse_args(["--program", config["program"], "--max-tokens", str(config["max_tokens"]),
                                  *(["--fake"] if args.fake else [])])
-    skipped, rescored, pending = [], [], []
+    seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
+    skipped, rescored, pending, later = [], [], [], []
     for cell in cells:
         path = dest / f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}.json"
         if path.exists():  # rescored by an earlier run: no model is started for it
             rescored.append(json.loads(path.read_text()))
+        elif seeds is not None and cell["seed"] not in seeds:
+            later.append(path.stem)
         else:
             pending.append((cell, path))
     with (run.models(model_args) if pending else nullcontext((None, None, None))) as (task_lm, prompt_lm, _):
@@ -267,6 +274,7 @@ def main(argv=None) -> int:
     if args.compare_with:
         md += [f"Methods not rescored here are {args.compare_with}'s rescored cells, on the same questions.", ""]
     md += [f"Not rescored (program not in its cell): {', '.join(skipped)}", ""] if skipped else []
+    md += [f"Not rescored yet (other seeds): {', '.join(later)}", ""] if later else []
     (dest / "summary.json").write_text(json.dumps({"reference": args.reference, "rows": rows,
                                                    "skipped": skipped}, indent=2))
     (dest / "summary.md").write_text("\n".join(md) + "\n")

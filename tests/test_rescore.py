@@ -27,6 +27,19 @@ def test_rescoring_rebuilds_each_cells_program_and_scores_it_on_more_questions(t
     assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
 
 
+def test_seeds_can_be_rescored_one_run_at_a_time_and_all_join_the_summary(tmp_path):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "fgo", "--seeds", "0,1", "--n-train", "1", "--n-val", "1", "--n-test", "2",
+              "--out", str(out)])
+    rescored = out / "rescore-n3"
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--seeds", "1", "--reference", "fgo"]) == 0
+    assert [p.stem for p in rescored.glob("bbh15-*.json")] == ["bbh15-predict-fgo-seed1"]
+    assert "Not rescored yet (other seeds): bbh15-predict-fgo-seed0" in (rescored / "summary.md").read_text()
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--seeds", "0", "--reference", "fgo"]) == 0
+    summary = json.loads((rescored / "summary.json").read_text())
+    assert [sorted(r["seeds"]) for r in summary["rows"] if r["method"] == "fgo"] == [[0, 1]]
+
+
 def test_cells_rescored_in_another_run_join_the_summary_on_the_same_questions(tmp_path, monkeypatch):
     kept, new = tmp_path / "kept", tmp_path / "new"
     for out, method in ((kept, "unoptimized"), (new, "fgo")):
