@@ -89,8 +89,8 @@ def test_mipro_inside_fgo_runs_and_counts_as_inner(task_lm, prompt_lm):
         return dspy.MIPROv2(metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto=None, num_candidates=2,
                             max_bootstrapped_demos=1, max_labeled_demos=1, seed=seed, num_threads=1, verbose=False)
 
-    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category",
-              inner=lambda seed: compile_with(mipro(seed), num_trials=2, minibatch=False))
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", num_threads=1,
+              inner=lambda seed: compile_with(mipro(seed), num_trials=2, minibatch=False))  # tqdm: see below
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS[:2], per_category=4))
     usage = fgo.report_.usage["inner"]
     assert usage["calls"] > 0 and usage["prompt_tokens"] > 0
