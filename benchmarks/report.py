@@ -204,3 +204,51 @@ def write_summary(out: Path, config: dict) -> None:
     md += ["Where the compile went (tokens: prompt and completion):", "", stages, ""] if stages else []
     md += [f"![{name}]({name})" for name in images]
     (out / "results.md").write_text("\n".join(md) + "\n")
+
+
+def combine(sources: list[tuple[Path, set[str]]], out: Path, command: str = "") -> None:
+    """One summary and one pair of plots from chosen methods of several runs: the headline puts the
+    current FGO beside cells kept from earlier runs (whose code paths did not change). Each
+    method must come from one run, so that its seeds are one version's."""
+    cells, origin = [], {}
+    for directory, methods in sources:
+        for cell in load_cells(directory):
+            if cell["method"] not in methods:
+                continue
+            if origin.setdefault(cell["method"], directory) != directory:
+                raise ValueError(f"method {cell['method']} comes from both {origin[cell['method']]} and {directory}")
+            cells.append(cell)
+    if not cells:
+        raise ValueError("no cells of the chosen methods in the given runs")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(cells)
+    images = plots(rows, out)
+    md = [f"Command: `{command}`", "", "Cells from: " + ", ".join(f"{m} ({d})" for m, d in sorted(origin.items())),
+          "", table(rows), "", TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, "", "Cells:", "", cell_table(cells), ""]
+    md += [f"![{name}]({name})" for name in images]
+    (out / "results.md").write_text("\n".join(md) + "\n")
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                description="Combine methods of several benchmark runs into one summary and plots.")
+    p.add_argument("--from", dest="sources", action="append", required=True, metavar="DIR:METHOD,METHOD",
+                   help="a run directory and the methods to take from it (repeatable)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    sources = []
+    for source in args.sources:
+        directory, _, methods = source.rpartition(":")
+        if not directory or not methods:
+            p.error(f"--from takes DIR:METHOD[,METHOD...]; got {source!r}")
+        sources.append((Path(directory), {m.strip() for m in methods.split(",")}))
+    command = "python -m benchmarks.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    combine(sources, Path(args.out), command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -96,6 +96,24 @@ def test_knn_fewshot_runs_again_on_another_trainset(tmp_path):
         assert (out / "cells" / "bbh15-predict-knn-fewshot-seed0.json").exists()
 
 
+def test_methods_of_several_runs_combine_into_one_summary(tmp_path):
+    from benchmarks import report
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for out, methods in ((old, "unoptimized,fgo"), (new, "fgo")):
+        run.main(["--fake", "--methods", methods, "--epochs", "0", "--n-train", "1", "--n-val", "1", "--n-test", "1",
+                  "--out", str(out)])
+    combined = tmp_path / "headline"
+    assert report.main(["--from", f"{old}:unoptimized", "--from", f"{new}:fgo", "--out", str(combined)]) == 0
+    md = (combined / "results.md").read_text()
+    assert f"fgo ({new})" in md and f"unoptimized ({old})" in md
+    assert (combined / "acc_vs_tokens.png").exists()
+    import pytest
+
+    with pytest.raises(ValueError, match="comes from both"):  # one method, two versions' seeds: refused
+        report.main(["--from", f"{old}:fgo", "--from", f"{new}:fgo", "--out", str(combined)])
+
+
 def test_code_version_names_the_checked_out_commit():
     import subprocess
 
