@@ -33,6 +33,9 @@ class Setup:
     def demos(self, default: int = 4) -> int:
         return default if self.max_demos is None else self.max_demos
 
+    def demos_setting(self) -> dict:
+        return {} if self.max_demos is None else {"max_demos": self.max_demos}
+
 
 def unoptimized(student, train, val, s: Setup):
     return student.deepcopy(), {}
@@ -44,7 +47,7 @@ def _fgo(**settings):
 
         optimizer = FGO(metric=s.metric, partition_by=s.partition_key, task_model=s.task_lm,
                         prompt_model=s.prompt_lm, seed=s.seed, num_threads=s.num_threads,
-                        checkpoint_dir=s.checkpoint_dir, max_demos=s.demos(), **s.epochs_setting(), **settings)
+                        checkpoint_dir=s.checkpoint_dir, **s.demos_setting(), **s.epochs_setting(), **settings)
         program = optimizer.compile(student, trainset=train, valset=val)
         return program, {"report": optimizer.report_.to_dict()}
 

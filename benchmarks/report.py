@@ -195,8 +195,13 @@ def write_summary(out: Path, config: dict) -> None:
     cells = load_cells(out)
     rows = aggregate(cells)
     (out / "results.json").write_text(json.dumps({"config": config, "rows": rows, "cells": cells}, indent=2))
+    _write_markdown(out, [f"Command: `{config.get('command', '')}`", ""], rows, cells)
+
+
+def _write_markdown(out: Path, header: list[str], rows: list[dict], cells: list[dict]) -> None:
+    """``results.md``: the rows, the cells with their footnotes, where the compile went, the plots."""
     images = plots(rows, out)
-    md = [f"Command: `{config.get('command', '')}`", "", table(rows), ""]
+    md = header + [table(rows), ""]
     md += [TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, ""]
     md += ["Cells:", "", cell_table(cells), "", PER_CALL_FOOTNOTE, ""]
     md += [RESUMED_FOOTNOTE, ""] if any(r["resumed_seeds"] for r in rows) else []
@@ -221,12 +226,8 @@ def combine(sources: list[tuple[Path, set[str]]], out: Path, command: str = "") 
     if not cells:
         raise ValueError("no cells of the chosen methods in the given runs")
     out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(cells)
-    images = plots(rows, out)
-    md = [f"Command: `{command}`", "", "Cells from: " + ", ".join(f"{m} ({d})" for m, d in sorted(origin.items())),
-          "", table(rows), "", TOKEN_FOOTNOTE, "", RATIO_FOOTNOTE, "", "Cells:", "", cell_table(cells), ""]
-    md += [f"![{name}]({name})" for name in images]
-    (out / "results.md").write_text("\n".join(md) + "\n")
+    sources_line = "Cells from: " + ", ".join(f"{m} ({d})" for m, d in sorted(origin.items()))
+    _write_markdown(out, [f"Command: `{command}`", "", sources_line, ""], aggregate(cells), cells)
 
 
 def main(argv=None) -> int:

@@ -183,15 +183,16 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_
     each on one check of four; ``accept_z=0`` refuses them on any loss, as before."""
     current = dict(start)
     runs = learning_runs(rt, current, train)
-    old = rt.item_scores(current, checks)
-    score = baseline = sum(old) / len(old) if old else 0.0
+    kept = rt.evaluate(current, checks)
+    old, score = [run.score for run in kept], mean_score(kept)
+    baseline = score
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
     if max_demos and not rt.exhausted():
         demos = demos_from_runs(current, runs, max_demos, program)
         if demos:
             trial = {**current, **demos}
-            new = rt.item_scores(trial, checks)
-            trial_score = sum(new) / len(new) if new else 0.0
+            tried = rt.evaluate(trial, checks)
+            new, trial_score = [run.score for run in tried], mean_score(tried)
             accepted = not clearly_better(old, new, accept_z)
             counters.add("demos_accepted" if accepted else "demos_rejected")
             record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,

@@ -255,7 +255,8 @@ def test_demos_that_lose_on_the_held_out_examples_are_not_kept():
 def demos_cost_beta_everything_and_alpha_one_check(fields, messages):
     """With any demo in the prompt: every beta question goes wrong, and alpha's question number 2."""
     values = task_respond(fields, messages)
-    category, number = field_value(messages, "question").split()[0], field_value(messages, "question").split()[3]
+    words = field_value(messages, "question").split()
+    category, number = words[0], words[3]
     if len(messages) > 2 and (category == "beta" or number == "2"):
         values["answer"] = "unknown"
     return values
