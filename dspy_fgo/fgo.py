@@ -8,6 +8,7 @@ from typing import Callable
 
 import dspy
 
+from dspy_fgo.accounting import Counters
 from dspy_fgo.base import ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import apply_candidate, is_text_key, prompt_size, read_candidate
 from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
@@ -292,38 +293,44 @@ class FGO(ReflectiveOptimizer):
         saved = checkpoint.load("partition", key) if checkpoint else None
         if saved is not None:
             s.progress.advance(partition=f"{partition.name} (checkpoint)")
+            s.counters.absorb(saved.get("events", {}))  # a resumed run reports what its reused partitions did
             return result_from_dict(saved["result"]), saved["optimizer"]
+        # This partition's own events, saved with its state, so a resumed run still counts them.
+        events = Counters()
         # A partition killed mid-way goes on after its last finished epoch.
         resume = checkpoint.load("epoch", key, finished=False) if checkpoint and self.executor is None else None
         if resume is not None:
             s.counters.add("partitions_resumed_mid_way")
-        on_epoch = (lambda state: checkpoint.save("epoch", key, state)) if checkpoint else None
+            events.absorb(resume.get("events", {}))
+        on_epoch = ((lambda state: checkpoint.save("epoch", key, {**state, "events": events.to_dict()}))
+                    if checkpoint else None)
         items = s.items(partition.indices)
         checks = s.val_items(check_indices) if check_indices else None
         if self.executor is not None:
-            result, by = self._optimize_remote(s, start, index, items, checks)
+            result, by = self._optimize_remote(s, start, index, items, checks, events)
         elif self.inner is not None:
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
         else:
-            result, by = optimize_module(s.rt, s.student, start, items, checks=checks, counters=s.counters,
+            result, by = optimize_module(s.rt, s.student, start, items, checks=checks, counters=events,
                                          resume=resume, on_epoch=on_epoch, **self._algorithm1(s)), "FGO"
+        s.counters.absorb(events.to_dict())
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
                     partition.name, len(partition.indices), by, result.baseline_score, result.score, calls)
         s.progress.advance(partition=partition.name, score=f"{result.baseline_score:.2f}->{result.score:.2f}")
         if checkpoint and not s.rt.exhausted():  # a partition cut short by the budget is not finished
             checkpoint.save("partition", key, {"name": partition.name, "optimizer": by,
-                                               "result": result_to_dict(result)})
+                                               "result": result_to_dict(result), "events": events.to_dict()})
         return result, by
 
-    def _optimize_remote(self, s, start, index: int, items, checks):
-        """The same work as locally, on the executor; its usage and events join this run's report."""
+    def _optimize_remote(self, s, start, index: int, items, checks, events):
+        """The same work as locally, on the executor; its usage joins this run's, its events ``events``."""
         job = make_job(runtime=s.rt.spec(), inner=self.inner, seed=self.seed + index, start=start, items=items,
                        checks=checks, algorithm1=self._algorithm1(s))
         outcome = self.executor.submit(run_partition_job, job).result()
         for role, by_model in outcome["usage"].items():
             s.meters[role].absorb(by_model)
-        s.counters.absorb(outcome["events"])
+        events.absorb(outcome["events"])
         return result_from_dict(outcome["result"]), outcome["optimizer"]
 
     def _algorithm1(self, s) -> dict:

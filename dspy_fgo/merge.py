@@ -156,6 +156,8 @@ class ProgressiveMerge:
             made = self._make(nodes, checks)
             if self.checkpoint and made["made_by"] != "budget_exhausted":
                 self.checkpoint.save("merge", key, made)
+        # The node's events are saved with it, so a resumed run that reuses it still reports them.
+        self.counters.absorb(made.pop("events", {}))
         logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(checks),
                     made["score"], made["made_by"])
         node = self.tree.add(examples=examples, checks=checks, children=[n.id for n in nodes],
@@ -167,11 +169,13 @@ class ProgressiveMerge:
         """Two candidates for the node, each with the children's demos pooled: the best child's texts
         (no call) and, when the children's texts differ, the LLM merge of them. The better one is
         kept only if it does not lose to the best child on the union of their checks; else that child."""
+        events = Counters()
         if self.rt.exhausted():
             # Out of budget: keep the child with the most evidence, unvalidated on the union.
             best = max(nodes, key=_evidence)
-            self.counters.add("merges_skipped_for_budget")
-            return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
+            events.add("merges_skipped_for_budget")
+            return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0,
+                    "events": events.to_dict()}
         items = self.items_of(checks)
         child_scores = self.rt.map(lambda n: self.score(n.candidate, items), nodes)
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
@@ -191,18 +195,20 @@ class ProgressiveMerge:
         calls = 0
         if texts:
             options.append(("llm_merge", with_texts(dict(zip(texts, self.rt.map(
-                lambda name: self._merge_text(name, nodes), texts))))))
+                lambda name: self._merge_text(name, nodes, events), texts))))))
             calls = len(texts)
         scores = self.rt.map(lambda option: self.score(option[1], items), options)
         won = max(range(len(options)), key=lambda i: (scores[i], -i), default=None)
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
                   "attempted": [label for label, _ in options]}
         if won is not None and scores[won] >= child_scores[best]:
-            return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record}
-        self.counters.add("merges_lost_to_best_child")
-        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record}
+            return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record,
+                    "events": events.to_dict()}
+        events.add("merges_lost_to_best_child")
+        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record,
+                "events": events.to_dict()}
 
-    def _merge_text(self, name: str, nodes: list[MergeNode]) -> str:
+    def _merge_text(self, name: str, nodes: list[MergeNode], events: Counters) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)
         nodes = [node for node in nodes if name in node.candidate]
         listing = "\n\n".join(
@@ -211,18 +217,18 @@ class ProgressiveMerge:
             for i, node in enumerate(nodes)
         )
         if any(len(node.candidate[name]) > per_item for node in nodes):
-            self.counters.add("prompts_clipped")
+            events.add("prompts_clipped")
         # Abstract, not concatenate: the merge may be at most a little longer than its longest child.
         limit = max(200, int(MERGE_GROWTH * max(len(node.candidate[name]) for node in nodes)))
         answer = self.rt.ask(MergeInstructions, rollout=0, step=describe_predictor(self.program, name),
                              candidates=listing, length_limit=f"{limit} characters")
         merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget)
         if merged is not None and len(merged) > limit:
-            self.counters.add("merges_too_long")
+            events.add("merges_too_long")
             merged = None
         if merged is None:
             # Fall back to the child with the most evidence: never lose a good instruction to a bad merge.
-            self.counters.add("merges_rejected")
+            events.add("merges_rejected")
             return max(nodes, key=_evidence).candidate[name]
         return merged
 

@@ -47,7 +47,7 @@ KILLED_RUN = textwrap.dedent("""
 
 
 def test_sigkill_then_resume_redoes_nothing_finished(tmp_path):
-    _, reference, full = compile_fgo()
+    first, reference, full = compile_fgo()
     directory = str(tmp_path / "ckpt")
     script = KILLED_RUN.format(tests=TESTS, kill_after=11, directory=directory, cats=CATS)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -64,10 +64,15 @@ def test_sigkill_then_resume_redoes_nothing_finished(tmp_path):
     assert prompt.calls == full.calls - 10  # the two finished partitions were not redone
     assert any("reused 2" in note for note in fgo.report_.notes)
     assert fgo.report_.partitions[0].epochs[1]["proposals"] == saved["history"][1]["proposals"]
+    # The report counts what the reused partitions did, and the resumed one's earlier epochs.
+    events = dict(fgo.report_.events)
+    assert events.pop("partitions_resumed_mid_way") == 1
+    assert events == first.report_.events
 
-    # A third run reuses everything: the merge nodes were checkpointed too.
-    _, again, prompt = compile_fgo(directory)
+    # A third run reuses everything: the merge nodes were checkpointed too, with their events.
+    fgo, again, prompt = compile_fgo(directory)
     assert prompt.calls == 0 and read_candidate(again) == read_candidate(reference)
+    assert fgo.report_.events == first.report_.events
 
 
 def test_checkpoint_of_other_data_or_settings_is_refused(tmp_path):
@@ -132,3 +137,16 @@ def test_sigkill_mid_partition_with_default_threads_redoes_at_most_the_epochs_in
     assert row["partitions_resumed_mid_way"] >= 1
     # At most one epoch (describe + critique + 3 proposals = 5 calls) per partition in flight (4 threads).
     assert 0 <= row["redone"] <= 4 * 5, row
+
+
+def test_a_resumed_run_reports_the_events_of_the_merge_nodes_it_reuses(tmp_path):
+    def bad_merge(fields, messages):
+        if "merged_instruction" in fields:
+            return {f: "Answer the question briefly." for f in fields}  # drops every rule: loses to its best child
+        return optimizer_respond(fields, messages)
+
+    settings = dict(trainset=make_examples(CATS[:2]), max_demos=0)
+    first, _, _ = compile_fgo(str(tmp_path), prompt=FakeLM(bad_merge), **settings)
+    assert first.report_.events["merges_lost_to_best_child"] == 1
+    again, _, prompt = compile_fgo(str(tmp_path), prompt=FakeLM(bad_merge), **settings)
+    assert prompt.calls == 0 and again.report_.events == first.report_.events
