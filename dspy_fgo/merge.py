@@ -153,10 +153,10 @@ class ProgressiveMerge:
         key = fingerprint([n.candidate for n in nodes], examples, checks, *(["demos routed"] if self.texts_only else []))[:20]
         made = self.checkpoint.load("merge", key) if self.checkpoint else None
         if made is None:
-            made = self._make(nodes, checks)
+            events = Counters()  # saved with the node, so a resumed run that reuses it still reports them
+            made = {**self._make(nodes, checks, events), "events": events.to_dict()}
             if self.checkpoint and made["made_by"] != "budget_exhausted":
                 self.checkpoint.save("merge", key, made)
-        # The node's events are saved with it, so a resumed run that reuses it still reports them.
         self.counters.absorb(made.pop("events", {}))
         logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(checks),
                     made["score"], made["made_by"])
@@ -165,17 +165,15 @@ class ProgressiveMerge:
         self.on_node(node)
         return node
 
-    def _make(self, nodes: list[MergeNode], checks: list) -> dict:
+    def _make(self, nodes: list[MergeNode], checks: list, events: Counters) -> dict:
         """Two candidates for the node, each with the children's demos pooled: the best child's texts
         (no call) and, when the children's texts differ, the LLM merge of them. The better one is
         kept only if it does not lose to the best child on the union of their checks; else that child."""
-        events = Counters()
         if self.rt.exhausted():
             # Out of budget: keep the child with the most evidence, unvalidated on the union.
             best = max(nodes, key=_evidence)
             events.add("merges_skipped_for_budget")
-            return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0,
-                    "events": events.to_dict()}
+            return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         items = self.items_of(checks)
         child_scores = self.rt.map(lambda n: self.score(n.candidate, items), nodes)
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
@@ -202,11 +200,9 @@ class ProgressiveMerge:
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
                   "attempted": [label for label, _ in options]}
         if won is not None and scores[won] >= child_scores[best]:
-            return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record,
-                    "events": events.to_dict()}
+            return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record}
         events.add("merges_lost_to_best_child")
-        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record,
-                "events": events.to_dict()}
+        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record}
 
     def _merge_text(self, name: str, nodes: list[MergeNode], events: Counters) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)

@@ -84,3 +84,10 @@ def prompt_lm():
 def _no_global_lm():
     with dspy.context(lm=None):
         yield
+
+
+def losing_merge_respond(fields, messages):
+    """The optimizer, except that every merge drops every rule, so the merged node loses to its best child."""
+    if "merged_instruction" in fields:
+        return {f: "Answer the question briefly." for f in fields}
+    return optimizer_respond(fields, messages)

@@ -133,15 +133,10 @@ def test_other_clusterings_keep_the_bound(task_lm, prompt_lm, clustering):
 
 
 def test_a_merge_that_scores_below_its_best_child_is_asked_once_then_replaced_by_that_child(task_lm):
-    from conftest import optimizer_respond
+    from conftest import losing_merge_respond
     from fakes import FakeLM
 
-    def bad_merge(fields, messages):
-        if "merged_instruction" in fields:
-            return {f: "Answer the question briefly." for f in fields}  # drops every rule
-        return optimizer_respond(fields, messages)
-
-    prompt = FakeLM(bad_merge)
+    prompt = FakeLM(losing_merge_respond)
     fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=0)
     root = fgo.report_.root
     assert root["made_by"] == "best_child" and root["attempted"] == ["llm_merge"]

@@ -10,7 +10,7 @@ import textwrap
 import dspy
 import pytest
 
-from conftest import exact, make_examples, optimizer_respond, task_respond, TOY_Z
+from conftest import exact, losing_merge_respond, make_examples, optimizer_respond, task_respond, TOY_Z
 from dspy_fgo import FGO, read_candidate
 from fakes import FakeLM
 
@@ -140,13 +140,8 @@ def test_sigkill_mid_partition_with_default_threads_redoes_at_most_the_epochs_in
 
 
 def test_a_resumed_run_reports_the_events_of_the_merge_nodes_it_reuses(tmp_path):
-    def bad_merge(fields, messages):
-        if "merged_instruction" in fields:
-            return {f: "Answer the question briefly." for f in fields}  # drops every rule: loses to its best child
-        return optimizer_respond(fields, messages)
-
     settings = dict(trainset=make_examples(CATS[:2]), max_demos=0)
-    first, _, _ = compile_fgo(str(tmp_path), prompt=FakeLM(bad_merge), **settings)
+    first, _, _ = compile_fgo(str(tmp_path), prompt=FakeLM(losing_merge_respond), **settings)
     assert first.report_.events["merges_lost_to_best_child"] == 1
-    again, _, prompt = compile_fgo(str(tmp_path), prompt=FakeLM(bad_merge), **settings)
+    again, _, prompt = compile_fgo(str(tmp_path), prompt=FakeLM(losing_merge_respond), **settings)
     assert prompt.calls == 0 and again.report_.events == first.report_.events
