@@ -59,10 +59,10 @@ def parse_args(argv=None):
                         "demos' bootstrapped and labeled demos each, KNNFewShot's k; default: theirs, 4); fewer "
                         "for long inputs, whose demos would overflow the model's context")
     p.add_argument("--out", default="benchmarks/results/run")
-    p.add_argument("--partitions-from", default=None, metavar="DIR",
-                   help="an earlier results directory whose fgo cells' finished partitions (checkpoints) this "
-                        "run's FGO cells start from, so only the merge and the final check are new; each cell "
-                        "records where its partitions came from and is marked as partial cost")
+    p.add_argument("--partitions-from", default=None, metavar="DIR[:METHOD]",
+                   help="an earlier results directory whose METHOD cells' (default fgo) finished partitions "
+                        "(checkpoints) this run's FGO cells start from, so only the merge and the final check "
+                        "are new; each cell records where its partitions came from and is marked as partial cost")
     p.add_argument("--fake", action="store_true", help="CI smoke: a scripted fake LM (its numbers mean nothing)")
     return p.parse_args(argv)
 
@@ -237,8 +237,9 @@ def main(argv=None) -> int:
             unit_dir = out / "checkpoints" / path.stem.replace(f"-{method}-", f"-{SHARES_UNITS_WITH.get(method, method)}-")
             source = None
             if args.partitions_from and method.startswith("fgo"):
-                source = Path(args.partitions_from) / "cells" / f"{task.name}-{args.program}-fgo-seed{seed}.json"
-                seed_partitions(unit_dir, Path(args.partitions_from) / "checkpoints" / source.stem)
+                directory, _, made_by = args.partitions_from.partition(":")
+                source = Path(directory) / "cells" / f"{task.name}-{args.program}-{made_by or 'fgo'}-seed{seed}.json"
+                seed_partitions(unit_dir, Path(directory) / "checkpoints" / source.stem)
             owner = read_owner(unit_dir)
             checkpoint = str(unit_dir)
             # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.

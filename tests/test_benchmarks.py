@@ -271,3 +271,15 @@ def test_fgo_demos_can_start_from_another_runs_partitions_and_says_so(tmp_path):
     assert partial(cell) and partial({**cell, "cost_over_attempts": 2})  # even when it also resumed a kill
     assert cell["report"]["stage_usage"]["optimize"].get("optimizer", {}).get("calls", 0) == 0
     assert cell["report"]["settings"]["route"] == "demos"
+
+
+def test_fgo_can_start_from_the_partitions_of_another_methods_cells(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["--fake", "--n-train", "1", "--n-val", "1", "--n-test", "1"]
+    assert run.main(base + ["--methods", "fgo-demos", "--out", str(first)]) == 0
+    assert run.main(base + ["--methods", "fgo,fgo-route", "--out", str(second),
+                            "--partitions-from", f"{first}:fgo-demos"]) == 0
+    for method in ("fgo", "fgo-route"):
+        cell = json.loads((second / "cells" / f"bbh15-predict-{method}-seed0.json").read_text())
+        assert cell["partitions_from"]["cell"].endswith("bbh15-predict-fgo-demos-seed0.json")
+        assert cell["report"]["stage_usage"]["optimize"].get("task", {}).get("calls", 0) == 0  # reused, not redone
