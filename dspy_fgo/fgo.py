@@ -21,7 +21,7 @@ from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
 from dspy_fgo.route import DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
-from dspy_fgo.significance import Z
+from dspy_fgo.significance import FIX_SHARE, Z
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -59,7 +59,12 @@ class FGO(ReflectiveOptimizer):
             demos off.
         proposals: instructions proposed per epoch; the best is accepted only when it is clearly
             better than the current one on the partition's held-out examples (a paired sign test),
-            and none is written where the current one misses fewer than 3 of them (none could pass).
+            and none is written where it could pass only by fixing more than ``fix_share`` of them.
+        fix_share: proposals are written only where one that fixes this share of the held-out
+            examples the current candidate misses, breaking none, would pass ``accept_z``'s test;
+            default 0.5: a partition with four checks then writes none (it would have to fix three of
+            three or four), one missing six or more does. ``1.0`` writes them wherever a perfect
+            proposal could pass. Demos are still taken and validated where no proposal is written.
         accept_z: how many standard deviations (paired sign test) a partition's held-out gain must
             reach for a proposal to replace its current candidate; default 1.645 (one-sided 95 %,
             the final check's). ``0`` accepts any gain, as the paper does: for a strong proposer on
@@ -108,12 +113,16 @@ class FGO(ReflectiveOptimizer):
         proposals: int = 3,
         route: bool | str = False,
         accept_z: float = Z,
+        fix_share: float = FIX_SHARE,
         **settings,
     ):
         super().__init__(metric, **settings)
         if isinstance(accept_z, bool) or not isinstance(accept_z, (int, float)) or not 0 <= accept_z <= 10:
             raise ValueError(f"accept_z must be a number from 0 (any gain) to 10; got {accept_z!r}")
         self.accept_z = float(accept_z)
+        if isinstance(fix_share, bool) or not isinstance(fix_share, (int, float)) or not 0 < fix_share <= 1:
+            raise ValueError(f"fix_share must be a share above 0 and at most 1; got {fix_share!r}")
+        self.fix_share = float(fix_share)
         check_int("max_demos", max_demos, 0)
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
@@ -337,7 +346,7 @@ class FGO(ReflectiveOptimizer):
         """Algorithm 1's settings, the same wherever a partition runs."""
         return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
                     critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
-                    accept_z=self.accept_z)
+                    accept_z=self.accept_z, fix_share=self.fix_share)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

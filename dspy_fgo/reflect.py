@@ -6,16 +6,17 @@ held-out fold). One epoch critiques the current runs, distills the critiques int
 for several proposals (distinct rollouts, so DSPy's cache does not hand back the same text), and
 accepts the best one only when it is clearly better than the current candidate on the held-out
 examples (``significance.clearly_better``, a paired sign test: on four checks, one more right is
-chance). A proposal is run first where the current one fails, and no further when it cannot pass there.
+chance), and writes them only where that test could accept one that fixes half the checks the
+candidate misses (``fix_share``): on four checks it never can, and the rewrites would be pure cost. A proposal is run first where the current one fails, and no further when it cannot pass there.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
 with labeled examples of failed runs filling the room, kept unless they clearly lose on the checks.
 The runs the optimizer learns from are made without each example's own demo: with it, a run
 copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find.
 A partition stops as soon as an epoch accepts nothing (its runs, and so its lessons, would be the
-same next epoch), and writes no proposal at all while its candidate misses fewer than about three
-checks: no proposal could then pass the test (``could_be_clearly_better``), and with a small
-optimizer the proposals were most of the compile's cost.
+same next epoch), and writes no proposal at all while its candidate misses fewer than about six
+checks (three with ``fix_share=1``): a proposal would have to fix all but a few of them to pass
+(``could_be_clearly_better``), and with a small optimizer the proposals were most of the cost.
 
 The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
 lessons and rewrite, without the acceptance test, as in the paper.
@@ -37,7 +38,7 @@ from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
 from dspy_fgo.screen import scores_if_it_can_win
 from dspy_fgo.signatures import RewriteInstruction
-from dspy_fgo.significance import Z, clearly_better, could_be_clearly_better
+from dspy_fgo.significance import FIX_SHARE, Z, clearly_better, could_be_clearly_better
 
 Items = Sequence[tuple[Any, dspy.Example]]
 
@@ -99,6 +100,7 @@ def optimize_module(
     max_demos: int = 0,
     proposals: int = 3,
     accept_z: float = Z,
+    fix_share: float = FIX_SHARE,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
@@ -132,6 +134,9 @@ def optimize_module(
         old = [run.score for run in kept]
         if not could_be_clearly_better(old, accept_z):
             counters.add("partitions_without_room")  # too few checks missed for any proposal to pass
+            break
+        if not could_be_clearly_better(old, accept_z, fix_share):
+            counters.add("partitions_with_too_few_checks")  # only a near-perfect proposal could pass
             break
         if runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
             runs = learning_runs(rt, current, train)

@@ -93,7 +93,7 @@ def test_a_proposal_no_better_where_the_kept_one_fails_is_not_run_on_the_rest():
     # The kept instruction gets the even checks (4, 6, 8) right and misses the odd ones (5, 7, 9).
     task = FakeLM(even_or_rule_task, model="fake/task")
     fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(vague_optimizer, model="fake/optimizer"),
-              partition_by="category", epochs=1, max_demos=0)
+              partition_by="category", epochs=1, max_demos=0, fix_share=1.0)  # 3 misses: write wherever one could pass
     fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
     runs_of_proposal = [p for p in task.prompts if "VAGUE" in p]
     assert len(runs_of_proposal) == 3 and not any(f"number {n} " in p for p in runs_of_proposal for n in (4, 6, 8))
@@ -103,7 +103,7 @@ def test_a_proposal_no_better_where_the_kept_one_fails_is_not_run_on_the_rest():
 
     # The screen changes no decision: a proposal that fixes the misses is run everywhere and accepted.
     fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0,
-                                  accept_z=1.645)
+                                  accept_z=1.645, fix_share=1.0)
     assert fgo.report_.events["proposals_accepted"] == 1 and "proposals_screened_out" not in fgo.report_.events
     assert fgo.report_.partitions[0].score_after == 1.0 and "RULE-alpha" in read_candidate(program)["self"]
 
@@ -139,7 +139,7 @@ def test_a_proposal_is_accepted_only_when_clearly_better_on_the_checks():
 
     task = FakeLM(the_rule_misses_nine, model="fake/task")
     fgo = FGO(metric=exact, task_model=task, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
-              partition_by="category", epochs=1, max_demos=0)
+              partition_by="category", epochs=1, max_demos=0, fix_share=1.0)
     fgo.compile(dspy.Predict("question -> answer"), trainset=trainset, valset=valset)
     proposal = fgo.report_.partitions[0].epochs[1]["proposals"][0]
     assert proposal["score"] is None and not proposal["accepted"]
@@ -147,14 +147,36 @@ def test_a_proposal_is_accepted_only_when_clearly_better_on_the_checks():
     assert len(runs_of_proposal) == 3 and not any(f"number {n} " in p for p in runs_of_proposal for n in (4, 6, 8))
 
     fgo, program, _ = compile_fgo(trainset, task=the_rule_breaks_four, valset=valset, epochs=1, max_demos=0,
-                                  accept_z=1.645)
+                                  accept_z=1.645, fix_share=1.0)
     proposal = fgo.report_.partitions[0].epochs[1]["proposals"][0]
     assert proposal["score"] == 5 / 6 and not proposal["accepted"] and "clearly better" in proposal["reason"]
     assert "RULE" not in read_candidate(program)["self"]
     fgo, program, _ = compile_fgo(trainset, task=even_or_rule_task, valset=valset, epochs=1, max_demos=0,
-                                  accept_z=1.645)
+                                  accept_z=1.645, fix_share=1.0)
     assert fgo.report_.partitions[0].epochs[1]["proposals"][0]["accepted"]
     assert "RULE-alpha" in read_candidate(program)["self"]
+
+
+def test_no_proposal_is_written_where_it_would_have_to_fix_more_than_half_the_misses():
+    # Six checks, three missed: only a proposal fixing all three could pass, so by default (fix_share
+    # 0.5) none is written and the optimizer is never called.
+    trainset = make_examples(["alpha"], per_category=4)
+    fgo, program, prompt = compile_fgo(trainset, task=even_or_rule_task, valset=checks_from(4, 9), epochs=1,
+                                       max_demos=0, accept_z=1.645)
+    assert prompt.calls == 0 and fgo.report_.events["partitions_with_too_few_checks"] == 1
+    assert "proposals_made" not in fgo.report_.events and "RULE" not in read_candidate(program)["self"]
+    # Twelve checks, six missed: fixing half of them would pass, so proposals are written (and this
+    # one, which fixes all six, is accepted).
+    fgo, program, prompt = compile_fgo(trainset, task=even_or_rule_task, valset=checks_from(4, 15), epochs=1,
+                                       max_demos=0, accept_z=1.645)
+    assert prompt.calls > 0 and fgo.report_.events["proposals_accepted"] == 1
+    assert "RULE-alpha" in read_candidate(program)["self"]
+
+
+def test_fix_share_must_be_a_share():
+    for bad in (0, -0.5, 1.5, "half", True, None):
+        with pytest.raises(ValueError, match="fix_share"):
+            FGO(metric=exact, fix_share=bad)
 
 
 def test_accept_z_must_be_a_number_from_zero():
