@@ -7,7 +7,8 @@ for several proposals (distinct rollouts, so DSPy's cache does not hand back the
 accepts the best one only when it is clearly better than the current candidate on the held-out
 examples (``significance.clearly_better``, a paired sign test: on four checks, one more right is
 chance), and writes them only where that test could accept one that fixes half the checks the
-candidate misses (``fix_share``): on four checks it never can, and the rewrites would be pure cost. A proposal is run first where the current one fails, and no further when it cannot pass there.
+candidate misses (``fix_share``): on four checks it never can, and the rewrites would be pure cost.
+A proposal is run first where the current one fails, and no further when it cannot pass there.
 A proposal is never judged on the examples it was written from: a small optimizer's text is
 trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
 with labeled examples of failed runs filling the room, kept unless they clearly lose on the checks.
