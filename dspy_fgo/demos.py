@@ -5,7 +5,11 @@ outputs) becomes a demo for that predictor; the room left is filled with labeled
 run failed (their inputs and gold outputs), for predictors whose every field the example holds,
 as ``BootstrapFewShot``'s ``max_labeled_demos`` does. Within each kind the shortest demos are taken
 first: every later call of the program pays for its demos' tokens, and a short demo shows the
-format as well as a long one. Demos ride in the candidate as JSON under
+format as well as a long one. Where the examples' gold answers repeat (a yes/no or multiple-choice
+task), every answer gets the same number of demos (``balance``): a prompt whose demos mostly share
+one answer pulls the model towards it (majority-label bias, Zhao et al. 2021, "Calibrate Before
+Use"), and a partition's few solved and failed runs are rarely balanced (3 of 4 failed runs with
+one answer is common). Demos ride in the candidate as JSON under
 ``"<predictor>::demos"``; whether a partition keeps them is decided by validation, like any other
 change (``dspy_fgo.reflect``).
 """
@@ -23,22 +27,27 @@ from dspy_fgo.runtime import Trajectory
 
 
 def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int,
-                    program: dspy.Module | None = None) -> Candidate:
+                    program: dspy.Module | None = None, balance: bool = True) -> Candidate:
     """Up to ``max_demos`` demos per predictor: from runs that scored 1, then (given ``program``, to
     read its signatures) labeled examples of failed runs.
 
     Returns only the demo keys it sets; an empty dict when there is nothing to show. The shortest
-    demos of each kind are chosen, ties in run order, so the choice is deterministic.
+    demos of each kind are chosen, ties in run order, so the choice is deterministic. With
+    ``balance``, a predictor whose outputs the examples label (``answer`` in ``question -> answer``;
+    not a ``reasoning`` or a ReAct step) gets as many demos of each distinct gold answer as the
+    rarest one has, within ``max_demos`` (see ``balanced``).
     """
     predictors = [k for k in candidate if is_text_key(k) and not is_tool_key(k)]
-    solved: dict[str, list[dict]] = {name: [] for name in predictors}
-    labeled: dict[str, list[dict]] = {name: [] for name in predictors}
+    solved: dict[str, list[Demo]] = {name: [] for name in predictors}
+    labeled: dict[str, list[Demo]] = {name: [] for name in predictors}
     for trajectory in trajectories:
         if trajectory.score < 1.0 or trajectory.error:
             continue
         for step in trajectory.steps:
             if step.predictor in solved:
-                solved[step.predictor].append({**_plain(step.inputs), **_plain(step.outputs), "augmented": True})
+                demo = {**_plain(step.inputs), **_plain(step.outputs), "augmented": True}
+                kept = solved[step.predictor]
+                kept.append((demo, gold_answer(trajectory.example, step.outputs), (0, len(kept))))
     if program is not None:
         signatures = {name: p.signature for name, p in program.named_predictors()}
         for trajectory in trajectories:
@@ -48,20 +57,47 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             for name in predictors:
                 fields = list(signatures[name].fields) if name in signatures else []
                 if fields and all(f in example for f in fields):
-                    labeled[name].append(_plain({f: example[f] for f in fields}))
-    found = {name: _shortest(solved[name], max_demos) for name in predictors}
-    for name, demos in found.items():
-        demos += [d for d in _shortest(labeled[name], max_demos) if d not in demos][:max_demos - len(demos)]
+                    demo = _plain({f: example[f] for f in fields})
+                    answer = gold_answer(trajectory.example, signatures[name].output_fields)
+                    labeled[name].append((demo, answer, (1, len(labeled[name]))))
+    found = {}
+    for name in predictors:
+        pool = _shortest_first(solved[name])
+        pool += [d for d in _shortest_first(labeled[name]) if d[0] not in [p[0] for p in pool]]
+        chosen = balanced(pool, max_demos) if balance else pool[:max_demos]
+        found[name] = [demo for demo, _, _ in sorted(chosen, key=lambda d: d[2])]  # solved first, in run order
     return {name + DEMOS: json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
             for name, demos in found.items() if demos}
 
 
-def _shortest(demos: list[dict], n: int) -> list[dict]:
-    """The ``n`` shortest distinct demos, in their original order (a stable choice)."""
-    distinct = [d for i, d in enumerate(demos) if d not in demos[:i]]
-    size = {i: len(json.dumps(d, ensure_ascii=False, default=str)) for i, d in enumerate(distinct)}
-    keep = sorted(sorted(size, key=lambda i: (size[i], i))[:n])
-    return [distinct[i] for i in keep]
+Demo = tuple  # (its fields, its example's gold answer or None, (0 solved / 1 labeled, run order))
+
+
+def gold_answer(example: dspy.Example, output_fields) -> tuple | None:
+    """The example's labels for the predictor's output fields, normalized; None when it has none
+    (an intermediate step, a ``reasoning``): then nothing is balanced."""
+    values = [example.get(f) for f in output_fields if f in example]
+    return tuple(" ".join(str(v).split()).lower() for v in values) if values else None
+
+
+def balanced(pool: list[Demo], n: int) -> list[Demo]:
+    """At most ``n`` of ``pool`` (taken in its order of preference) with the same number of demos of
+    every gold answer: as many as the rarest answer has, or as ``n`` allows; one each of the first
+    ``n`` answers when there are more answers than room. A pool whose answers are all distinct or
+    unlabeled is cut at ``n`` as it is."""
+    groups: dict = {}
+    for demo in pool:
+        groups.setdefault(demo[1], []).append(demo)
+    if None in groups or len(groups) == len(pool):
+        return pool[:n]
+    per = max(1, min(n // len(groups), min(map(len, groups.values()))))
+    return [group[i] for i in range(per) for group in groups.values()][:n]
+
+
+def _shortest_first(demos: list[Demo]) -> list[Demo]:
+    """The distinct demos, shortest first, ties in their original order."""
+    distinct = [d for i, d in enumerate(demos) if d[0] not in [e[0] for e in demos[:i]]]
+    return sorted(distinct, key=lambda d: len(json.dumps(d[0], ensure_ascii=False, default=str)))
 
 
 def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:

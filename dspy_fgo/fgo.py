@@ -57,6 +57,9 @@ class FGO(ReflectiveOptimizer):
         max_demos: demos per predictor a partition may take from its own successful runs (kept
             unless clearly worse on its held-out examples, by ``accept_z``'s sign test); 0 turns
             demos off.
+        balance_demos: give each distinct gold answer the same number of a partition's demos (as
+            many as its rarest answer has), where answers repeat: demos that mostly share one answer
+            pull the model towards it (``dspy_fgo.demos``). ``False``: the shortest, whatever they say.
         proposals: instructions proposed per epoch; the best is accepted only when it is clearly
             better than the current one on the partition's held-out examples (a paired sign test),
             and none is written where it could pass only by fixing more than ``fix_share`` of them.
@@ -110,6 +113,7 @@ class FGO(ReflectiveOptimizer):
         checkpoint_dir: str | None = None,
         executor: Executor | None = None,
         max_demos: int = 4,
+        balance_demos: bool = True,
         proposals: int = 3,
         route: bool | str = False,
         accept_z: float = Z,
@@ -126,6 +130,9 @@ class FGO(ReflectiveOptimizer):
         check_int("max_demos", max_demos, 0)
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
+        if not isinstance(balance_demos, bool):
+            raise ValueError(f"balance_demos must be True or False; got {balance_demos!r}")
+        self.balance_demos = balance_demos
         self.proposals = proposals
         if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
             raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
@@ -346,6 +353,7 @@ class FGO(ReflectiveOptimizer):
         """Algorithm 1's settings, the same wherever a partition runs."""
         return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
                     critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
+                    balance_demos=self.balance_demos,
                     accept_z=self.accept_z, fix_share=self.fix_share)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:

@@ -99,6 +99,7 @@ def optimize_module(
     critique_mode: str = "batch",
     checks: Items | None = None,
     max_demos: int = 0,
+    balance_demos: bool = True,
     proposals: int = 3,
     accept_z: float = Z,
     fix_share: float = FIX_SHARE,
@@ -123,7 +124,7 @@ def optimize_module(
     else:
         task, stopped = "", False
         current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters,
-                                                             accept_z)
+                                                             accept_z, balance_demos)
         history = [first]
         save(_state(history, task, baseline, stopped))
         rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
@@ -180,7 +181,7 @@ def optimize_module(
                          task_description=task, checks=[k for k, _ in checks])
 
 
-def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_z=Z):
+def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_z=Z, balance_demos=True):
     """Epoch 0: the start's runs and held-out score, and demos from its runs unless they clearly lose.
 
     The mirror of the rule for instructions: demos are the partition's own solved examples, and on
@@ -194,7 +195,9 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_
     baseline = score
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
     if max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, max_demos, program)
+        demos = demos_from_runs(current, runs, max_demos, program, balance=balance_demos)
+        if balance_demos and demos != demos_from_runs(current, runs, max_demos, program, balance=False):
+            counters.add("demo_sets_balanced")  # fewer demos, each gold answer as often as the rarest
         if demos:
             trial = {**current, **demos}
             tried = rt.evaluate(trial, checks)

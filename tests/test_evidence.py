@@ -230,6 +230,48 @@ def test_demos_are_the_shortest_successful_runs_so_every_later_call_pays_less():
     assert [d["answer"] for d in demos] == ["short", "tiny"]  # the two shortest, in run order
 
 
+def yes_no_runs(answers, solved):
+    """Runs of a yes/no task: example ``i`` has gold ``answers[i]``; the runs in ``solved`` scored 1."""
+    examples = [dspy.Example(question=f"yes or no, question {i}", answer=a).with_inputs("question") for i, a in enumerate(answers)]
+    return [Trajectory(key=i, example=ex, prediction=None, score=float(i in solved),
+                       steps=[Step("self", {"question": ex.question}, {"answer": f"({ex.answer.title()})"})])
+            for i, ex in enumerate(examples)]
+
+
+def test_demos_give_every_repeated_answer_the_same_share():
+    # The model solved the one "no" and failed three "yes": all four as demos would say "yes" 3 to 1.
+    runs = yes_no_runs(["yes", "yes", "no", "yes"], solved={2})
+    program = dspy.Predict("question -> answer")
+    demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4, program=program)["self::demos"])
+    assert [d["answer"] for d in demos] == ["(No)", "yes"]  # the solved one first, in its own format
+    unbalanced = demos_from_runs({"self": "Answer."}, runs, max_demos=4, program=program, balance=False)
+    assert [d["answer"] for d in json.loads(unbalanced["self::demos"])] == ["(No)", "yes", "yes", "yes"]
+    # Two of each answer fill the room evenly; answers that never repeat (free text) are not cut.
+    runs = yes_no_runs(["yes", "no", "yes", "no", "yes"], solved={0, 1, 2, 3, 4})
+    assert sorted(d["answer"] for d in json.loads(demos_from_runs({"self": "A."}, runs, max_demos=4)["self::demos"])) \
+        == ["(No)", "(No)", "(Yes)", "(Yes)"]
+    runs = yes_no_runs(["one", "two", "three", "four", "five"], solved={0, 1, 2, 3, 4})
+    assert len(json.loads(demos_from_runs({"self": "A."}, runs, max_demos=4)["self::demos"])) == 4
+
+
+def test_fgo_balances_demos_unless_told_not_to():
+    def says_yes(fields, messages):  # wrong on every "no" question, so those become labeled demos
+        return {f: "yes" if f == "answer" else "Guess." for f in fields}
+
+    examples = [dspy.Example(question=f"alpha question number {i}, yes or no", answer="yes" if i in (0, 6) else "no",
+                             category="alpha").with_inputs("question") for i in range(8)]
+    counts = {}
+    for balance in (True, False):  # one "yes" among the six training examples
+        fgo, _, _ = compile_fgo(examples[:6], valset=examples[6:], task=says_yes, epochs=0, max_demos=4,
+                                balance_demos=balance)
+        demos = json.loads(fgo.report_.partitions[0].candidate.get("self::demos", "[]"))
+        counts[balance] = sorted(d["answer"] for d in demos)
+        assert fgo.report_.events.get("demo_sets_balanced", 0) == int(balance)
+    assert counts == {True: ["no", "yes"], False: ["no", "no", "no", "yes"]}, counts
+    with pytest.raises(ValueError, match="balance_demos"):
+        FGO(metric=exact, balance_demos="yes")
+
+
 def rule_or_demo_task(fields, messages):
     """Right when the instruction holds the category's rule, or a demo of that category is shown."""
     question = field_value(messages, "question").split()
