@@ -19,7 +19,7 @@ from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import DemoRoute, RoutePlan, Routed
+from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
 from dspy_fgo.significance import FIX_SHARE, Z
 
@@ -87,14 +87,12 @@ class FGO(ReflectiveOptimizer):
             API documentation); the student's tools are never modified, and no code is generated.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
-        route: give a partition its own optimized specialist where that gets at least
-            ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged program, and
-            return a ``dspy_fgo.Routed`` program that sends each input to its nearest partition's
-            specialist or to the merged program (see ``dspy_fgo.route``); off by default: one
-            merged program, as in the paper. Experimental: see the benchmark README.
-            ``route="demos"``: the merge decides the instructions only, and each input runs with the
+        route: ``"demos"``: the merge decides the instructions only, and each input runs with the
             demos its nearest partition kept (``dspy_fgo.route.DemoRoute``); the returned program is
-            a ``Routed`` whose experts share the merged instruction.
+            a ``dspy_fgo.Routed`` whose experts share the merged instruction. ``True``: the same, and
+            a partition also keeps its own optimized instruction (its specialist) where that gets at
+            least ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged one
+            (see ``dspy_fgo.route``). Off by default: one merged program, as in the paper.
     """
 
     method = "FGO"
@@ -185,11 +183,12 @@ class FGO(ReflectiveOptimizer):
         if self.inner is not None:
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
-        demo_route = self._demo_route(s, partitions, results) if self.route == "demos" else None
+        # Demos are examples of one kind of input: routed to it, under route=True too (dspy_fgo.route).
+        demo_route = self._demo_route(s, partitions, results) if self.route in ROUTED_DEMOS else None
 
         if demo_route is not None:
-            notes.append("demos: routed per input (route='demos'); merges decide instructions only, each check "
-                         "scored with the demos of the partition it routes to")
+            notes.append(f"demos: routed per input (route={self.route!r}); merges decide instructions only, each "
+                         "check scored with the demos of the partition it routes to")
         elif any(not is_text_key(k) for r in results for k in r.candidate):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at max_demos (with inner=, at the largest child's count), "
@@ -211,7 +210,7 @@ class FGO(ReflectiveOptimizer):
         selection["root_id"] = root.id
         if self.route is True:
             with s.stage("route"):
-                program = self._route(s, student, nodes, chosen, program, selection)
+                program = self._route(s, student, nodes, chosen, program, selection, demo_route)
 
         self.report_ = self._report(
             s,
@@ -253,16 +252,26 @@ class FGO(ReflectiveOptimizer):
                               f"({kept} of {len(demo_route.demos) - 1} partitions kept some)")
         return chosen, program, selection
 
-    def _route(self, s, student, nodes, chosen, program, selection) -> dspy.Module:
+    def _route(self, s, student, nodes, chosen, program, selection, demo_route=None) -> dspy.Module:
         """Give each partition whose specialist clearly beats the returned program on its held-out
-        checks that specialist; return the routed program only if it also wins the final check."""
-        plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
+        checks that specialist; return the routed program only if it also wins the final check.
+
+        With routed demos the returned program already runs each partition's inputs with its own
+        demos, so a specialist is routed for its instruction alone."""
         leaves = [node for node in nodes if not node.children]
-        routed = plan.decide(leaves, chosen)
+        if demo_route is not None and selection["returned"] != "unoptimized":
+            plan, experts = demo_route.plan, demo_route.experts(chosen)  # one per partition, then the fallback
+            routed = plan.decide(leaves, experts[:-1])
+            router = demo_route.router
+            candidates = [leaf.candidate if r else expert for leaf, r, expert in zip(leaves, routed, experts)]
+            candidates.append(experts[-1])
+        else:
+            plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
+            routed = plan.decide(leaves, [chosen] * len(leaves))
+            router = plan.router(leaves, routed) if any(routed) else None
+            candidates = [leaf.candidate for leaf, r in zip(leaves, routed) if r] + [chosen]
         if not any(routed):
             return program
-        router = plan.router(leaves, routed)
-        candidates = [leaf.candidate for leaf, r in zip(leaves, routed) if r] + [chosen]
         items = s.val_items() if s.valset else s.items()
         score = plan.score(router, candidates, items)
         best = max(selection["scores"].values(), default=float("-inf"))

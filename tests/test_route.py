@@ -54,11 +54,31 @@ def test_contradictory_partitions_are_routed_and_only_routing_scores_100():
     assert routed_fgo.report_.selection["returned"] == "routed"
     assert routed_fgo.report_.events["partitions_routed"] == 1
     assert "1 of 2 partitions keep their own specialist" in routed_fgo.report_.summary()
-    # An ordinary DSPy module: every expert's predictor is visible, dspy.Evaluate runs it.
-    assert [name for name, _ in routed.named_predictors()] == ["experts[0]", "experts[1]"]
+    # An ordinary DSPy module: every expert's predictor is visible (one per partition, each with its
+    # partition's demos, then the fallback for inputs unlike both), dspy.Evaluate runs it.
+    assert [name for name, _ in routed.named_predictors()] == ["experts[0]", "experts[1]", "experts[2]"]
     with dspy.context(lm=task_lm):
         result = dspy.Evaluate(devset=unseen, metric=exact, display_progress=False)(routed)
     assert result.score == 100.0
+
+
+def needs_own_demo(fields, messages):
+    """Right only when a demo of the question's own category is in the prompt."""
+    words = (field_value(messages, "question") or "").split()
+    shown = " ".join(m["content"] for m in messages[1:-1])
+    right = len(words) >= 4 and f"{words[0]} question number" in shown
+    return {f: f"{words[0]}-{words[3]}" if right else "unknown" for f in fields}
+
+
+def test_route_true_runs_each_input_with_its_own_partitions_demos():
+    # One demo fits in a merged prompt, so a single program serves one category; with one check per
+    # partition no specialist can win the routing margin. Routed demos serve both anyway.
+    task_lm = FakeLM(needs_own_demo)
+    trainset, unseen = make_examples(CATS, per_category=3), make_examples(CATS, per_category=9)[3:]
+    fgo, routed = compile_fgo(task_lm, trainset, route=True, max_demos=1)
+    assert accuracy(routed, unseen, task_lm) == 1.0
+    assert fgo.report_.events.get("partitions_routed", 0) == 0
+    assert "route=True" in " ".join(fgo.report_.notes)
 
 
 def test_save_and_load_round_trip_as_json(tmp_path):
@@ -109,7 +129,9 @@ def test_a_merge_that_holds_is_not_routed(task_lm, prompt_lm):
     fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", epochs=1,
               route=True)
     optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS, per_category=6))
-    assert not isinstance(optimized, Routed)
+    # Each input still runs with its own partition's demos, all under the one merged instruction.
+    assert isinstance(optimized, Routed) and fgo.report_.selection["returned"] != "routed"
+    assert len({p.signature.instructions for _, p in optimized.named_predictors()}) == 1
     assert fgo.report_.root["made_by"].startswith("llm_merge")
     assert all(n["route"]["routes"] is False for n in fgo.report_.tree if not n["children"])
     assert fgo.report_.events["partitions_kept_merged"] == 2
@@ -143,11 +165,12 @@ def test_a_react_agent_is_routed_and_stays_an_agent():
     assert accuracy(routed, trainset, task_lm) == 1.0
 
 
-def test_route_reuses_a_plain_compiles_checkpoint(tmp_path):
-    """Routing is decided after the merge: a routed compile reuses every unit of a plain one (this is
-    how the benchmark's fgo-route cell shares the fgo cell's work)."""
+def test_route_reuses_a_demo_routed_compiles_checkpoint(tmp_path):
+    """Routing is decided after the merge: a routed compile reuses every unit of a ``route="demos"``
+    one, whose merges judged instructions with routed demos as its own do (this is how the
+    benchmark's fgo-route cell shares the fgo-demos cell's work)."""
     trainset = make_examples(CATS, per_category=6)
-    compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path)
+    compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path, route="demos")
     optimizer = FakeLM(optimizer_respond)
     fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
               epochs=1, checkpoint_dir=tmp_path, route=True)
