@@ -7,9 +7,10 @@ the gaps the benchmark has to judge. Compiling is the expensive part, and every 
 program it compiled (``instructions``: its instructions and demos), so this rebuilds each program
 without an LM call and evaluates it on a test split of ``--n-test`` examples per group, taken
 after the same train and val examples (the cell's own test questions are its first ones). Nothing
-is compiled again: the programs are exactly the ones in the cells. A ``route="demos"`` program's
-router is fitted again from the trainset, as FGO fitted it; a program that cannot be rebuilt from
-its cell (``route=True``: its router depends on decisions the cell does not keep) is skipped and listed.
+is compiled again: the programs are exactly the ones in the cells. A program with routed demos
+(``route="demos"``, or ``route=True`` with an expert per partition) has its router fitted again from
+the trainset, as FGO fitted it; a program that cannot be rebuilt from its cell (an older
+``route=True`` cell, whose experts were only the routed partitions') is skipped and listed.
 
 Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
 resumes. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
@@ -77,15 +78,19 @@ def rebuild(cell: dict, task, setup: Setup):
 
 
 def rebuild_routed_demos(cell: dict, task):
-    """A ``route="demos"`` program: its experts are in the cell, and its router is fitted again as
-    FGO fitted it (the offline TF-IDF on the trainset's inputs, a centroid per partition: the merge
-    tree's leaves), so it is the same program. None for any other routed program."""
+    """A program with routed demos: its experts (one per partition, then the fallback) are in the
+    cell, and its router is fitted again as FGO fitted it (the offline TF-IDF on the trainset's
+    inputs, a centroid per partition: the merge tree's leaves), so it is the same program. None
+    for any other routed program."""
     from dspy_fgo.route import RoutePlan, Routed
 
     settings = (cell.get("report") or {}).get("settings", {})
-    if settings.get("route") != "demos" or settings.get("embedder"):
+    if settings.get("route") not in ("demos", True) or settings.get("embedder"):
         return None
     leaves = [node for node in cell["report"]["tree"] if not node["children"]]
+    experts = {key.split(".")[0].removesuffix(DEMOS) for key in cell["instructions"]}
+    if experts != {f"experts[{i}]" for i in range(len(leaves) + 1)}:
+        return None  # not an expert per partition: a route=True cell from before demos were routed
     experts = []
     for i in range(len(leaves) + 1):  # a partition's demos each, then the fallback's
         prefix, candidate = f"experts[{i}]", {}

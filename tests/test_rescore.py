@@ -70,6 +70,15 @@ def test_a_program_the_cell_does_not_hold_is_skipped_not_guessed():
     setup = Setup(metric=task.metric, task_lm=None, prompt_lm=None, seed=0, num_threads=1)
     routed = {"method": "fgo-route", "instructions": {"experts[0]": "A", "experts[1]": "B"}}
     assert rescore.rebuild(routed, task, setup) is None
+    # A route=True cell with an expert per partition (then the fallback) is rebuilt; one from before
+    # demos were routed (experts only for the routed partitions) is not.
+    tree = [{"id": i, "children": [], "examples": [i]} for i in range(2)]
+    report = {"settings": {"route": True}, "tree": tree}
+    per_partition = {"method": "fgo-route", "report": report,
+                     "instructions": {f"experts[{i}]": f"Rule {i}." for i in range(3)}}
+    program = rescore.rebuild(per_partition, task, setup)
+    assert [p.signature.instructions for _, p in program.named_predictors()] == ["Rule 0.", "Rule 1.", "Rule 2."]
+    assert rescore.rebuild({**per_partition, "instructions": {"experts[0]": "A", "experts[1]": "B"}}, task, setup) is None
     demo = {"question": "q", "answer": "a"}
     plain = {"method": "fgo", "instructions": {"self": "Answer briefly.", "self::demos": json.dumps([demo])}}
     program = rescore.rebuild(plain, task, setup)
