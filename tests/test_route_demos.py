@@ -92,4 +92,10 @@ def test_the_rescoring_tool_rebuilds_the_same_routed_program_from_a_cell():
     task = SimpleNamespace(train=trainset, make_program=lambda: dspy.Predict("question -> answer"))
     rebuilt = rebuild_routed_demos(cell, task)
     assert rebuilt.dump_state() == routed.dump_state()
+    # A route=True cell with an expert per partition is the same kind of program; without its tree, or
+    # with experts for the routed partitions only (before demos were routed there), it is not rebuilt.
+    as_route = {**cell, "report": {**cell["report"], "settings": {"route": True}}}
+    assert rebuild_routed_demos(as_route, task).dump_state() == routed.dump_state()
     assert rebuild_routed_demos({**cell, "report": {"settings": {"route": True}}}, task) is None
+    fewer = {k: v for k, v in cell["instructions"].items() if not k.startswith("experts[1]")}
+    assert rebuild_routed_demos({**as_route, "instructions": fewer}, task) is None
