@@ -88,8 +88,8 @@ def rebuild_routed_demos(cell: dict, task):
     if settings.get("route") not in ("demos", True) or settings.get("embedder"):
         return None
     leaves = [node for node in cell["report"].get("tree", []) if not node["children"]]
-    experts = {key.split(".")[0].removesuffix(DEMOS) for key in cell["instructions"]}
-    if experts != {f"experts[{i}]" for i in range(len(leaves) + 1)}:
+    names = {key.split(".")[0].removesuffix(DEMOS) for key in cell["instructions"]}
+    if names != {f"experts[{i}]" for i in range(len(leaves) + 1)}:
         return None  # not an expert per partition: a route=True cell from before demos were routed
     experts = []
     for i in range(len(leaves) + 1):  # a partition's demos each, then the fallback's
