@@ -27,7 +27,7 @@ from dspy_fgo.runtime import Trajectory
 
 
 def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int,
-                    program: dspy.Module | None = None, balance: bool = True) -> Candidate:
+                    program: dspy.Module | None = None, balance: bool = True, counters=None) -> Candidate:
     """Up to ``max_demos`` demos per predictor: from runs that scored 1, then (given ``program``, to
     read its signatures) labeled examples of failed runs.
 
@@ -35,7 +35,8 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
     demos of each kind are chosen, ties in run order, so the choice is deterministic. With
     ``balance``, a predictor whose outputs the examples label (``answer`` in ``question -> answer``;
     not a ``reasoning`` or a ReAct step) gets as many demos of each distinct gold answer as the
-    rarest one has, within ``max_demos`` (see ``balanced``).
+    rarest one has, within ``max_demos`` (see ``balanced``); ``counters`` (a report's counter), when
+    given, counts each such predictor whose demos balancing changed as ``demo_sets_balanced``.
     """
     predictors = [k for k in candidate if is_text_key(k) and not is_tool_key(k)]
     solved: dict[str, list[Demo]] = {name: [] for name in predictors}
@@ -65,6 +66,8 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
         pool = _shortest_first(solved[name])
         pool += [d for d in _shortest_first(labeled[name]) if d[0] not in [p[0] for p in pool]]
         chosen = balanced(pool, max_demos) if balance else pool[:max_demos]
+        if counters is not None and chosen != pool[:max_demos]:
+            counters.add("demo_sets_balanced")  # fewer demos, each gold answer as often as the rarest
         found[name] = [demo for demo, _, _ in sorted(chosen, key=lambda d: d[2])]  # solved first, in run order
     return {name + DEMOS: json.dumps(demos, ensure_ascii=False, sort_keys=True, default=str)
             for name, demos in found.items() if demos}

@@ -195,9 +195,7 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_
     baseline = score
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
     if max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, max_demos, program, balance=balance_demos)
-        if balance_demos and demos != demos_from_runs(current, runs, max_demos, program, balance=False):
-            counters.add("demo_sets_balanced")  # fewer demos, each gold answer as often as the rarest
+        demos = demos_from_runs(current, runs, max_demos, program, balance=balance_demos, counters=counters)
         if demos:
             trial = {**current, **demos}
             tried = rt.evaluate(trial, checks)
