@@ -8,8 +8,8 @@ program it compiled (``instructions``: its instructions and demos), so this rebu
 without an LM call and evaluates it on a test split of ``--n-test`` examples per group, taken
 after the same train and val examples (the cell's own test questions are its first ones). Nothing
 is compiled again: the programs are exactly the ones in the cells. A program with routed demos
-(``route="demos"``, or ``route=True`` with an expert per partition) has its router fitted again from
-the trainset, as FGO fitted it; a program that cannot be rebuilt from its cell (an older
+(``route="demos"``, with or without ``nearest_demos``, or ``route=True`` with an expert per
+partition) has its router fitted again from the trainset, as FGO fitted it; a program that cannot be rebuilt from its cell (an older
 ``route=True`` cell, whose experts were only the routed partitions') is skipped and listed.
 
 Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
@@ -82,7 +82,9 @@ def rebuild_routed_demos(cell: dict, task):
     cell, and its router is fitted again as FGO fitted it (the offline TF-IDF on the trainset's
     inputs, a centroid per partition: the merge tree's leaves), so it is the same program. None
     for any other routed program."""
-    from dspy_fgo.route import RoutePlan, Routed
+    from dspy_fgo.divide import input_text
+    from dspy_fgo.nearest import NearestDemos, label_fields
+    from dspy_fgo.route import RoutePlan, Routed, Space
 
     settings = (cell.get("report") or {}).get("settings", {})
     if settings.get("route") not in ("demos", True) or settings.get("embedder"):
@@ -100,7 +102,11 @@ def rebuild_routed_demos(cell: dict, task):
                 candidate[(base[len(prefix) + 1:] or "self") + suffix] = value
         experts.append(apply_candidate(task.make_program(), candidate))
     plan = RoutePlan(None, None, task.train, None, None)  # the router only: nothing is run or counted
-    return Routed(experts, plan.fit_router([leaf["examples"] for leaf in leaves], len(leaves)))
+    nearest = None
+    if settings.get("nearest_demos"):  # each expert's demos are a pool, cut per input as FGO cut them
+        space = Space.fit([input_text(ex) for ex in [*task.train, *task.val]])
+        nearest = NearestDemos(space, settings["max_demos"], label_fields(task.train), settings.get("balance_demos", True))
+    return Routed(experts, plan.fit_router([leaf["examples"] for leaf in leaves], len(leaves)), nearest)
 
 
 def node_cells(cells: list[dict], node_ids: list[int]) -> list[dict]:

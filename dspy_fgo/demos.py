@@ -46,7 +46,7 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             continue
         for step in trajectory.steps:
             if step.predictor in solved:
-                demo = {**_plain(step.inputs), **_plain(step.outputs), "augmented": True}
+                demo = {**plain_values(step.inputs), **plain_values(step.outputs), "augmented": True}
                 kept = solved[step.predictor]
                 kept.append((demo, gold_answer(trajectory.example, step.outputs), (0, len(kept))))
     if program is not None:
@@ -58,7 +58,7 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             for name in predictors:
                 fields = list(signatures[name].fields) if name in signatures else []
                 if fields and all(f in example for f in fields):
-                    demo = _plain({f: example[f] for f in fields})
+                    demo = plain_values({f: example[f] for f in fields})
                     answer = gold_answer(trajectory.example, signatures[name].output_fields)
                     labeled[name].append((demo, answer, (1, len(labeled[name]))))
     found = {}
@@ -107,22 +107,28 @@ def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:
     """``candidate`` without the demos made from ``example``, so that running ``example`` cannot copy
     its answer from the prompt (``BootstrapFewShot`` leaves the example out the same way). A demo is
     the example's when it has one of the example's input fields and agrees on every such field."""
-    inputs = _plain(example.inputs().toDict())
+    inputs = plain_values(example.inputs().toDict())
     kept = {}
     for key, value in candidate.items():
         if is_text_key(key):
             continue
         demos = json.loads(value)
-        own = [d for d in demos if any(f in d for f in inputs) and all(d[f] == inputs[f] for f in inputs if f in d)]
+        own = [d for d in demos if is_own_demo(d, inputs)]
         if own:
             kept[key] = json.dumps([d for d in demos if d not in own], ensure_ascii=False, sort_keys=True, default=str)
     return {**candidate, **kept}
+
+
+def is_own_demo(demo: dict, inputs: dict) -> bool:
+    """Whether ``demo`` was made from the example with these ``inputs``: it has one of their fields
+    and agrees on every one it has."""
+    return any(f in demo for f in inputs) and all(demo[f] == inputs[f] for f in inputs if f in demo)
 
 
 def demo_count(candidate: Candidate) -> int:
     return sum(len(json.loads(v)) for k, v in candidate.items() if not is_text_key(k))
 
 
-def _plain(values: dict) -> dict:
+def plain_values(values: dict) -> dict:
     """JSON-safe field values (a tool's args dict stays a dict; anything else unusual becomes text)."""
     return json.loads(json.dumps(dict(values), ensure_ascii=False, default=str))

@@ -10,16 +10,18 @@ import dspy
 
 from dspy_fgo.accounting import Counters
 from dspy_fgo.base import ReflectiveOptimizer, check_int
-from dspy_fgo.candidate import apply_candidate, is_text_key, prompt_size, read_candidate
-from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
+from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
+from dspy_fgo.divide import Partitioner, assign_checks, input_text, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import MergeNode, ProgressiveMerge, merge_demos
 from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
-from dspy_fgo.reflect import optimize_module, result_from_dict, result_to_dict
+from dspy_fgo.demos import demos_from_runs
+from dspy_fgo.nearest import POOL_PER_DEMO, NearestDemos, label_fields
+from dspy_fgo.reflect import learning_runs, optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
+from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed, Space
 from dspy_fgo.runtime import PRIORITY
 from dspy_fgo.significance import FIX_SHARE, Z
 
@@ -93,6 +95,10 @@ class FGO(ReflectiveOptimizer):
             a partition also keeps its own optimized instruction (its specialist) where that gets at
             least ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged one
             (see ``dspy_fgo.route``). Off by default: one merged program, as in the paper.
+        nearest_demos: with ``route="demos"``, a partition that keeps demos keeps a pool of them
+            (from its training and held-out runs, up to ``nearest.POOL_PER_DEMO`` times
+            ``max_demos``), and each input runs with the ``max_demos`` of its partition's pool most
+            similar to it, never its own (``dspy_fgo.nearest``). Off by default.
     """
 
     method = "FGO"
@@ -114,6 +120,7 @@ class FGO(ReflectiveOptimizer):
         balance_demos: bool = True,
         proposals: int = 3,
         route: bool | str = False,
+        nearest_demos: bool = False,
         accept_z: float = Z,
         fix_share: float = FIX_SHARE,
         **settings,
@@ -135,6 +142,12 @@ class FGO(ReflectiveOptimizer):
         if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
             raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
         self.route = route
+        if not isinstance(nearest_demos, bool):
+            raise ValueError(f"nearest_demos must be True or False; got {nearest_demos!r}")
+        if nearest_demos and (route != "demos" or route is True or not max_demos):
+            raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
+                             f"route='demos' and max_demos > 0; got route={route!r}, max_demos={max_demos}")
+        self.nearest_demos = nearest_demos
         check_int("n_partitions", n_partitions, 1, optional=True)
         check_int("min_partition_size", min_partition_size, 1)
         check_int("merge_threshold", merge_threshold, 2)
@@ -184,7 +197,7 @@ class FGO(ReflectiveOptimizer):
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
         # Demos are examples of one kind of input: routed to it, under route=True too (dspy_fgo.route).
-        demo_route = self._demo_route(s, partitions, results) if self.route in ROUTED_DEMOS else None
+        demo_route = self._demo_route(s, start, partitions, results) if self.route in ROUTED_DEMOS else None
 
         if demo_route is not None:
             notes.append(f"demos: routed per input (route={self.route!r}); merges decide instructions only, each "
@@ -284,18 +297,33 @@ class FGO(ReflectiveOptimizer):
                                                    f"{selection['returned']}'s {best:.3f}")
         return Routed([apply_candidate(student, c) for c in candidates], router)
 
-    def _demo_route(self, s, partitions, results) -> DemoRoute | None:
+    def _demo_route(self, s, start, partitions, results) -> DemoRoute | None:
         """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved
         up to ``max_demos``, for inputs unlike all of them. None when no partition kept any."""
         demos = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
         if not any(demos):
             return None
+        plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
+        nearest = None
+        if self.nearest_demos:  # a partition that kept demos keeps a pool of them instead, cut per input
+            demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, demos)]
+            texts = [input_text(ex) for ex in [*s.trainset, *(s.valset or [])]]
+            nearest = NearestDemos(Space.fit(texts, self.embedder), self.max_demos, label_fields(s.trainset),
+                                   self.balance_demos)
         pool = [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
                 for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
         keys = list(dict.fromkeys(k for d in demos for k in d))
         fallback = {k: merge_demos(k, pool, self.max_demos) for k in keys}
-        plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
-        return DemoRoute(plan, pool, demos, fallback)
+        return DemoRoute(plan, pool, demos, fallback, nearest)
+
+    def _demo_pool(self, s, start, partition, result) -> Candidate:
+        """The demos of the partition's training and held-out runs (the start's, made already: no LM
+        call unless resumed), up to ``POOL_PER_DEMO`` times ``max_demos`` per predictor."""
+        items = s.items_of(list(dict.fromkeys([*partition.indices, *result.checks])))
+        runs = learning_runs(s.rt, start, items)
+        pool = demos_from_runs(start, runs, self.max_demos * POOL_PER_DEMO, s.rt.student, balance=False)
+        s.counters.add("demo_pools", 1)
+        return pool
 
     def _divide(self, s, start, embed):
         """The partitions, each with the valset examples its changes are judged on (None: a held-out
@@ -372,6 +400,8 @@ class FGO(ReflectiveOptimizer):
         settings = {k: v for k, v in self._settings(s).items()
                     if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens",
                                  "max_cost", "optimize_tools", "progress", "route")}  # route: decided after
+        if not settings.get("nearest_demos"):  # off, checkpoints of before the setting existed still resume
+            settings.pop("nearest_demos", None)
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

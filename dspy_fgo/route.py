@@ -42,8 +42,9 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key
+from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, is_text_key
 from dspy_fgo.divide import input_text
+from dspy_fgo.nearest import NearestDemos
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -148,24 +149,36 @@ class Routed(dspy.Module):
     ``experts`` are copies of the student with their own instructions and demos; the last one may be
     the fallback (no centroid of its own). ``save("p.json")`` stores the experts' state and the router."""
 
-    def __init__(self, experts: list[dspy.Module], router: Router):
+    def __init__(self, experts: list[dspy.Module], router: Router, nearest: NearestDemos | None = None):
         super().__init__()
         self.experts = list(experts)
         self.router = router
+        self.nearest = nearest  # set: each expert's demos are a pool, cut per input (dspy_fgo.nearest)
 
     def forward(self, **inputs):
-        return self.experts[self.router.pick(inputs)](**inputs)
+        expert = self.experts[self.router.pick(inputs)]
+        if self.nearest is not None:
+            expert = self.nearest.cut_program(expert, inputs)
+        return expert(**inputs)
 
     def dump_state(self, json_mode=True):
-        return {**super().dump_state(json_mode=json_mode), "fgo_router": self.router.to_dict(),
-                "fgo_experts": len(self.experts)}
+        state = {**super().dump_state(json_mode=json_mode), "fgo_router": self.router.to_dict(),
+                 "fgo_experts": len(self.experts)}
+        if self.nearest is not None:
+            state["fgo_nearest_demos"] = self.nearest.to_dict()
+        return state
 
     def load_state(self, state, **kwargs):
         state = dict(state)
         router = state.pop("fgo_router", None)
+        nearest = state.pop("fgo_nearest_demos", None)
         state.pop("fgo_experts", None)
         if router is not None:
             self.router = Router.from_dict(router, getattr(self.router.space, "embedder", None))
+        self.nearest = None
+        if nearest is not None:
+            embedder = getattr(self.router.space, "embedder", None)
+            self.nearest = NearestDemos.from_dict(nearest, Space.from_dict(nearest["space"], embedder))
         return super().load_state(state, **kwargs)
 
 
@@ -267,10 +280,12 @@ class DemoRoute:
     demos interleaved, up to ``max_demos``. Candidates here are instruction texts; ``score`` runs
     each item with the demos it routes to, exactly as the returned ``Routed`` program will."""
 
-    def __init__(self, plan: RoutePlan, leaves: Sequence, demos: Sequence[Candidate], fallback: Candidate):
+    def __init__(self, plan: RoutePlan, leaves: Sequence, demos: Sequence[Candidate], fallback: Candidate,
+                 nearest: NearestDemos | None = None):
         self.plan = plan
         self.demos = [dict(d) for d in demos] + [dict(fallback)]  # the last is the fallback's
         self.router = plan.fit_router([leaf.examples for leaf in leaves], len(demos))
+        self.nearest = nearest  # set: each partition's demos are a pool, cut per input
 
     def experts(self, texts: Candidate) -> list[Candidate]:
         """``texts`` with each partition's demos, then with the fallback's."""
@@ -278,10 +293,24 @@ class DemoRoute:
         return [{**plain, **demos} for demos in self.demos]
 
     def score(self, texts: Candidate, items) -> float:
-        return self.plan.score(self.router, self.experts(texts), items)
+        return sum(self.item_scores(texts, items)) / len(items) if items else 0.0
 
     def item_scores(self, texts: Candidate, items) -> list[float]:
-        return self.plan.item_scores(self.router, self.experts(texts), items)
+        experts = self.experts(texts)
+        if self.nearest is None:
+            return self.plan.item_scores(self.router, experts, items)
+        # Each item with the demos nearest to it; items that get the same demos are run together.
+        rt = self.plan.rt
+        signatures = {name: p.signature for name, p in rt.student.named_predictors()}
+        groups: dict[str, tuple[Candidate, list]] = {}
+        picks = self.router.pick_vectors(self.plan._vectors_of(items))
+        for (key, example), pick in zip(items, picks):
+            cut = self.nearest.cut_candidate(experts[pick], example.inputs().toDict(), signatures)
+            groups.setdefault(candidate_key(cut), (cut, []))[1].append((key, example))
+        scored = rt.map(lambda group: list(zip([k for k, _ in group[1]], rt.item_scores(*group))),
+                        list(groups.values()))
+        scores = dict(pair for group in scored for pair in group)
+        return [scores[k] for k, _ in items]
 
     def program(self, student: dspy.Module, texts: Candidate) -> "Routed":
-        return Routed([apply_candidate(student, c) for c in self.experts(texts)], self.router)
+        return Routed([apply_candidate(student, c) for c in self.experts(texts)], self.router, self.nearest)
