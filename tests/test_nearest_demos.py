@@ -60,9 +60,17 @@ def test_each_input_runs_with_the_pool_demo_nearest_to_it_including_held_out_one
     fgo, nearest, _ = compile_fgo(nearest_demos=True)
     assert accuracy(fixed, test, lm) <= 0.25  # one demo per partition serves one of its four topics
     assert isinstance(nearest, Routed)
-    assert accuracy(nearest, test, lm) == 1.0  # the held-out-only topic too: the pool holds the valset's runs
+    shown = []
+
+    def counting(fields, messages):
+        shown.append(len(messages[1:-1]) // 2)
+        return copies_the_matching_demo(fields, messages)
+
+    # The held-out-only topic too: the pool holds the valset's runs.
+    assert accuracy(nearest, test, FakeLM(counting, model="fake/task")) == 1.0
     assert fgo.report_.events["demo_pools"] == 2
-    assert all(len(expert.demos) > 1 for expert in nearest.experts[:-1])  # pools, cut to one demo per call
+    assert all(len(expert.demos) > 1 for expert in nearest.experts[:-1])  # pools ...
+    assert shown == [1] * len(test)  # ... cut to max_demos=1 demo per call
 
 
 def test_an_input_never_sees_its_own_demo():
