@@ -144,7 +144,7 @@ class FGO(ReflectiveOptimizer):
         self.route = route
         if not isinstance(nearest_demos, bool):
             raise ValueError(f"nearest_demos must be True or False; got {nearest_demos!r}")
-        if nearest_demos and (route != "demos" or route is True or not max_demos):
+        if nearest_demos and (route != "demos" or not max_demos):
             raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
                              f"route='demos' and max_demos > 0; got route={route!r}, max_demos={max_demos}")
         self.nearest_demos = nearest_demos

@@ -286,6 +286,7 @@ class DemoRoute:
         self.demos = [dict(d) for d in demos] + [dict(fallback)]  # the last is the fallback's
         self.router = plan.fit_router([leaf.examples for leaf in leaves], len(demos))
         self.nearest = nearest  # set: each partition's demos are a pool, cut per input
+        self.signatures = {name: p.signature for name, p in plan.rt.student.named_predictors()} if nearest else {}
 
     def experts(self, texts: Candidate) -> list[Candidate]:
         """``texts`` with each partition's demos, then with the fallback's."""
@@ -301,11 +302,10 @@ class DemoRoute:
             return self.plan.item_scores(self.router, experts, items)
         # Each item with the demos nearest to it; items that get the same demos are run together.
         rt = self.plan.rt
-        signatures = {name: p.signature for name, p in rt.student.named_predictors()}
         groups: dict[str, tuple[Candidate, list]] = {}
         picks = self.router.pick_vectors(self.plan._vectors_of(items))
         for (key, example), pick in zip(items, picks):
-            cut = self.nearest.cut_candidate(experts[pick], example.inputs().toDict(), signatures)
+            cut = self.nearest.cut_candidate(experts[pick], example.inputs().toDict(), self.signatures)
             groups.setdefault(candidate_key(cut), (cut, []))[1].append((key, example))
         scored = rt.map(lambda group: list(zip([k for k, _ in group[1]], rt.item_scores(*group))),
                         list(groups.values()))
