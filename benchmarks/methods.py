@@ -102,7 +102,7 @@ def knn_fewshot(student, train, val, s: Setup):
     TF-IDF space FGO's router uses. Its bootstrapping is off: on, it runs the program on each test
     question's neighbours under a fresh demo set (no cache hits), about 80 s a question on 2 cores."""
     from dspy_fgo.divide import input_text
-    from dspy_fgo.route import Space
+    from dspy_fgo.space import Space
 
     space = Space.fit([input_text(ex) for ex in train])
     k = s.demos()

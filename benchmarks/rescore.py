@@ -82,9 +82,8 @@ def rebuild_routed_demos(cell: dict, task):
     cell, and its router is fitted again as FGO fitted it (the offline TF-IDF on the trainset's
     inputs, a centroid per partition: the merge tree's leaves), so it is the same program. None
     for any other routed program."""
-    from dspy_fgo.divide import input_text
-    from dspy_fgo.nearest import NearestDemos, label_fields
-    from dspy_fgo.route import RoutePlan, Routed, Space
+    from dspy_fgo.nearest import NearestDemos
+    from dspy_fgo.route import RoutePlan, Routed
 
     settings = (cell.get("report") or {}).get("settings", {})
     if settings.get("route") not in ("demos", True) or settings.get("embedder"):
@@ -104,8 +103,7 @@ def rebuild_routed_demos(cell: dict, task):
     plan = RoutePlan(None, None, task.train, None, None)  # the router only: nothing is run or counted
     nearest = None
     if settings.get("nearest_demos"):  # each expert's demos are a pool, cut per input as FGO cut them
-        space = Space.fit([input_text(ex) for ex in [*task.train, *task.val]])
-        nearest = NearestDemos(space, settings["max_demos"], label_fields(task.train), settings.get("balance_demos", True))
+        nearest = NearestDemos.fit(task.train, task.val, settings["max_demos"], settings.get("balance_demos", True))
     return Routed(experts, plan.fit_router([leaf["examples"] for leaf in leaves], len(leaves)), nearest)
 
 

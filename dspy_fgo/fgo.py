@@ -11,17 +11,17 @@ import dspy
 from dspy_fgo.accounting import Counters
 from dspy_fgo.base import ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
-from dspy_fgo.divide import Partitioner, assign_checks, input_text, pool_small, resolve_partitioner
+from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
 from dspy_fgo.inner import optimize_with_inner
 from dspy_fgo.merge import MergeNode, ProgressiveMerge, merge_demos
 from dspy_fgo.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.remote import make_job, run_partition_job
 from dspy_fgo.demos import demos_from_runs
-from dspy_fgo.nearest import POOL_PER_DEMO, NearestDemos, label_fields
+from dspy_fgo.nearest import POOL_PER_DEMO, NearestDemos
 from dspy_fgo.reflect import learning_runs, optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed, Space
+from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
 from dspy_fgo.significance import FIX_SHARE, Z
 
@@ -307,9 +307,7 @@ class FGO(ReflectiveOptimizer):
         nearest = None
         if self.nearest_demos:  # a partition that kept demos keeps a pool of them instead, cut per input
             demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, demos)]
-            texts = [input_text(ex) for ex in [*s.trainset, *(s.valset or [])]]
-            nearest = NearestDemos(Space.fit(texts, self.embedder), self.max_demos, label_fields(s.trainset),
-                                   self.balance_demos)
+            nearest = NearestDemos.fit(s.trainset, s.valset, self.max_demos, self.balance_demos, self.embedder)
         pool = [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
                 for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
         keys = list(dict.fromkeys(k for d in demos for k in d))

@@ -29,6 +29,7 @@ import numpy as np
 from dspy_fgo.candidate import DEMOS, Candidate
 from dspy_fgo.demos import balanced, is_own_demo, plain_values
 from dspy_fgo.divide import input_text
+from dspy_fgo.space import Space
 
 POOL_PER_DEMO = 8  # a partition's pool holds at most this many times max_demos: a saved program stays bounded
 
@@ -40,9 +41,17 @@ class NearestDemos:
     a word that only held-out examples use must still count). ``labels`` are the fields the examples label (``answer``): with ``balance``, the nearest demos
     give each repeated label the same share, as a partition's fixed demos do (``dspy_fgo.demos``)."""
 
-    def __init__(self, space, k: int, labels: Sequence[str] = (), balance: bool = True):
+    def __init__(self, space: Space, k: int, labels: Sequence[str] = (), balance: bool = True):
         self.space, self.k, self.labels, self.balance = space, int(k), list(labels), bool(balance)
         self._vectors: dict[str, np.ndarray] = {}  # a pool's texts are embedded once, not per input
+
+    @classmethod
+    def fit(cls, trainset: Sequence[dspy.Example], valset: Sequence[dspy.Example] | None, k: int,
+            balance: bool = True, embedder=None) -> "NearestDemos":
+        """As FGO fits it (and a rescore must, to rebuild the same program): the space on the
+        training and held-out inputs, the labels from the trainset."""
+        texts = [input_text(ex) for ex in [*trainset, *(valset or [])]]
+        return cls(Space.fit(texts, embedder), k, label_fields(trainset), balance)
 
     def choose(self, pool: Sequence[dict], inputs: dict, input_fields: Sequence[str]) -> list[dict]:
         """The ``k`` demos of ``pool`` most similar to ``inputs``, most similar first; never the
@@ -95,8 +104,9 @@ class NearestDemos:
         return {"k": self.k, "labels": self.labels, "balance": self.balance, "space": self.space.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict, space) -> "NearestDemos":
-        """``space``: ``data["space"]`` rebuilt (``route.Space.from_dict``, given the embedder if any)."""
+    def from_dict(cls, data: dict, embedder=None) -> "NearestDemos":
+        """``embedder``: the user's, when the space was built with one (it is not saved)."""
+        space = Space.from_dict(data["space"], embedder)
         return cls(space, data["k"], data.get("labels", ()), data.get("balance", True))
 
 

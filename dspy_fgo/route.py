@@ -39,65 +39,18 @@ from typing import Any, Callable, Sequence
 
 import dspy
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, is_text_key
 from dspy_fgo.divide import input_text
 from dspy_fgo.nearest import NearestDemos
+from dspy_fgo.space import Space
 
 logger = logging.getLogger("dspy_fgo")
 
 ROUTE_MARGIN = 2  # held-out examples routing must gain over the single candidate to be chosen
 ROUTED_DEMOS = (True, "demos")  # the route settings under which each input runs with its partition's demos
-MAX_FEATURES = 2048  # the offline router's vocabulary: bounded however large the trainset
 FALLBACK_RATIO = 0.5  # an input less similar than this times the least similar training input is "unlike"
-
-
-class Space:
-    """Turns input texts into unit vectors: a TF-IDF fitted on the trainset's inputs (state: JSON),
-    or a user's embedder (a callable or ``dspy.Embedder``, which must be given again at load)."""
-
-    def __init__(self, embedder: Callable | None = None, vocabulary: dict | None = None, idf: list | None = None):
-        self.embedder = embedder
-        self.tfidf = None
-        if embedder is None and vocabulary is not None:
-            self.tfidf = _tfidf(vocabulary=vocabulary)
-            self.tfidf.idf_ = np.asarray(idf, dtype=float)
-
-    @classmethod
-    def fit(cls, texts: Sequence[str], embedder: Callable | None = None) -> "Space":
-        space = cls(embedder)
-        if embedder is None:
-            space.tfidf = _tfidf(max_features=MAX_FEATURES).fit(list(texts))
-        return space
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if self.embedder is not None:
-            vectors = np.asarray(self.embedder(texts), dtype=float)
-        else:
-            vectors = self.tfidf.transform(texts).toarray()
-        return normalize(vectors)  # a zero vector (empty input, no known word) stays zero
-
-    def to_dict(self) -> dict:
-        if self.embedder is not None:
-            return {"kind": "embedder"}
-        vocabulary = {term: int(i) for term, i in sorted(self.tfidf.vocabulary_.items())}
-        return {"kind": "tfidf", "vocabulary": vocabulary, "idf": [round(float(x), 6) for x in self.tfidf.idf_]}
-
-    @classmethod
-    def from_dict(cls, data: dict, embedder: Callable | None = None) -> "Space":
-        if data["kind"] == "embedder":
-            if embedder is None:
-                raise ValueError("this routed program was built with a user embedder: pass the same one, "
-                                 "load_routed(student, path, embedder=...)")
-            return cls(embedder)
-        return cls(vocabulary=data["vocabulary"], idf=data["idf"])
-
-
-def _tfidf(**kwargs) -> TfidfVectorizer:
-    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), **kwargs)
 
 
 class Router:
@@ -177,8 +130,7 @@ class Routed(dspy.Module):
             self.router = Router.from_dict(router, getattr(self.router.space, "embedder", None))
         self.nearest = None
         if nearest is not None:
-            embedder = getattr(self.router.space, "embedder", None)
-            self.nearest = NearestDemos.from_dict(nearest, Space.from_dict(nearest["space"], embedder))
+            self.nearest = NearestDemos.from_dict(nearest, getattr(self.router.space, "embedder", None))
         return super().load_state(state, **kwargs)
 
 

@@ -1,0 +1,59 @@
+"""The space inputs are compared in, for routing and for nearest demos: unit vectors from a TF-IDF
+fitted on the trainset's inputs (its state is plain JSON, so a saved program needs no pickle), or
+from a user's embedder (a callable or ``dspy.Embedder``, given again at load)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+MAX_FEATURES = 2048  # the offline vocabulary: bounded however large the trainset
+
+
+class Space:
+    """Turns input texts into unit vectors: a TF-IDF fitted on the trainset's inputs (state: JSON),
+    or a user's embedder (a callable or ``dspy.Embedder``, which must be given again at load)."""
+
+    def __init__(self, embedder: Callable | None = None, vocabulary: dict | None = None, idf: list | None = None):
+        self.embedder = embedder
+        self.tfidf = None
+        if embedder is None and vocabulary is not None:
+            self.tfidf = _tfidf(vocabulary=vocabulary)
+            self.tfidf.idf_ = np.asarray(idf, dtype=float)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], embedder: Callable | None = None) -> "Space":
+        space = cls(embedder)
+        if embedder is None:
+            space.tfidf = _tfidf(max_features=MAX_FEATURES).fit(list(texts))
+        return space
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if self.embedder is not None:
+            vectors = np.asarray(self.embedder(texts), dtype=float)
+        else:
+            vectors = self.tfidf.transform(texts).toarray()
+        return normalize(vectors)  # a zero vector (empty input, no known word) stays zero
+
+    def to_dict(self) -> dict:
+        if self.embedder is not None:
+            return {"kind": "embedder"}
+        vocabulary = {term: int(i) for term, i in sorted(self.tfidf.vocabulary_.items())}
+        return {"kind": "tfidf", "vocabulary": vocabulary, "idf": [round(float(x), 6) for x in self.tfidf.idf_]}
+
+    @classmethod
+    def from_dict(cls, data: dict, embedder: Callable | None = None) -> "Space":
+        if data["kind"] == "embedder":
+            if embedder is None:
+                raise ValueError("this routed program was built with a user embedder: pass the same one, "
+                                 "load_routed(student, path, embedder=...)")
+            return cls(embedder)
+        return cls(vocabulary=data["vocabulary"], idf=data["idf"])
+
+
+def _tfidf(**kwargs) -> TfidfVectorizer:
+    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), **kwargs)
