@@ -209,7 +209,8 @@ class FGO(ReflectiveOptimizer):
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint,
-                                  score=demo_route.score if demo_route else None)
+                                  score=demo_route.score if demo_route else None,
+                                  scored_as=demo_route.kind if demo_route else "demos routed")
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")
@@ -397,9 +398,9 @@ class FGO(ReflectiveOptimizer):
         # Settings that cannot change a finished unit stay out; optimize_tools shows in ``start``.
         settings = {k: v for k, v in self._settings(s).items()
                     if k not in ("num_threads", "checkpoint_dir", "executor", "max_lm_calls", "max_tokens",
-                                 "max_cost", "optimize_tools", "progress", "route")}  # route: decided after
-        if not settings.get("nearest_demos"):  # off, checkpoints of before the setting existed still resume
-            settings.pop("nearest_demos", None)
+                                 "max_cost", "optimize_tools", "progress", "route", "nearest_demos")}
+        # route and nearest_demos are decided after the partitions: their finished partitions serve
+        # either way, and each merge node's key names how it was scored (``DemoRoute.kind``).
         signatures = {name: str(p.signature) for name, p in s.student.named_predictors()}
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,

@@ -106,11 +106,15 @@ class ProgressiveMerge:
         max_demos: int = 0,
         checkpoint: Checkpoint | None = None,
         score: Callable[[Candidate, Sequence], float] | None = None,
+        scored_as: str = "demos routed",
     ):
         self.checkpoint, self.max_demos = checkpoint, max_demos
         # ``score`` replaces ``rt.score`` when the demos are routed (``route.DemoRoute``): candidates are
-        # then instruction texts only, and each check runs with its own partition's demos.
+        # then instruction texts only, and each check runs with its own partition's demos. ``scored_as``
+        # names how (``DemoRoute.kind``): it keys the saved nodes, so a node scored one way is never
+        # reused for a run that scores another.
         self.texts_only = score is not None
+        self.scored_as = scored_as
         self.score = score or rt.score
         self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
@@ -150,7 +154,7 @@ class ProgressiveMerge:
         """One merge node (reused from the checkpoint when it was made before)."""
         examples = sorted(i for node in nodes for i in node.examples)
         checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
-        key = fingerprint([n.candidate for n in nodes], examples, checks, *(["demos routed"] if self.texts_only else []))[:20]
+        key = fingerprint([n.candidate for n in nodes], examples, checks, *([self.scored_as] if self.texts_only else []))[:20]
         made = self.checkpoint.load("merge", key) if self.checkpoint else None
         if made is None:
             events = Counters()  # saved with the node, so a resumed run that reuses it still reports them

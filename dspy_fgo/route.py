@@ -239,6 +239,8 @@ class DemoRoute:
         self.router = plan.fit_router([leaf.examples for leaf in leaves], len(demos))
         self.nearest = nearest  # set: each partition's demos are a pool, cut per input
         self.signatures = {name: p.signature for name, p in plan.rt.student.named_predictors()} if nearest else {}
+        # How merges scored with this route are keyed in a checkpoint (``merge.ProgressiveMerge``).
+        self.kind = "nearest demos routed" if nearest else "demos routed"
 
     def experts(self, texts: Candidate) -> list[Candidate]:
         """``texts`` with each partition's demos, then with the fallback's."""

@@ -115,3 +115,18 @@ def test_the_rescoring_tool_rebuilds_a_nearest_demos_program():
 def test_nearest_demos_needs_routed_demos(settings):
     with pytest.raises(ValueError, match="nearest_demos"):
         FGO(metric=exact, nearest_demos=settings.pop("nearest_demos", True), **settings)
+
+
+def reused_units(fgo):
+    found = [re.search(r"reused (\d+) finished units", n) for n in fgo.report_.notes]
+    return next((int(m.group(1)) for m in found if m), 0)
+
+
+def test_nearest_demos_resume_a_checkpoint_of_fixed_demos_partitions_but_not_its_merges(tmp_path):
+    fixed, _, _ = compile_fgo(checkpoint_dir=tmp_path)
+    merges = sum(1 for n in fixed.report_.tree if n["children"])
+    assert merges >= 1
+    nearest, _, _ = compile_fgo(checkpoint_dir=tmp_path, nearest_demos=True)  # not refused ...
+    assert reused_units(nearest) == len(nearest.report_.partitions)  # ... its partitions serve as they are
+    again, _, _ = compile_fgo(checkpoint_dir=tmp_path, nearest_demos=True)
+    assert reused_units(again) == len(again.report_.partitions) + merges  # its own merges, once made, too
