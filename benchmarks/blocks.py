@@ -67,11 +67,10 @@ def load(dirs: list[str], methods: set[str] | None) -> dict[str, list[dict]]:
 def blocks_table(by_method: dict[str, list[dict]], size: int, reference: str) -> tuple[str, list[dict]]:
     first = next(iter(by_method.values()))[0]["scores"]
     block = block_of(first, size)
-    n_blocks = max(block.values()) + 1
+    keys_of = [[k for k in first if block[k] == b] for b in range(max(block.values()) + 1)]
     rows = []
     for method, cells in by_method.items():
-        for b in range(n_blocks):
-            keys = [k for k in first if block[k] == b]
+        for b, keys in enumerate(keys_of):
             right = [sum(c["scores"][k] for k in keys) for c in cells]
             row = {"method": method, "block": f"{b * size + 1}-{(b + 1) * size}", "questions": len(keys),
                    "seeds": [c["seed"] for c in cells], "right": right,

@@ -210,7 +210,7 @@ class FGO(ReflectiveOptimizer):
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint,
                                   score=demo_route.score if demo_route else None,
-                                  scored_as=demo_route.kind if demo_route else "demos routed")
+                                  scored_as=demo_route.kind if demo_route else None)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")

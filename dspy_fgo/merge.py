@@ -106,7 +106,7 @@ class ProgressiveMerge:
         max_demos: int = 0,
         checkpoint: Checkpoint | None = None,
         score: Callable[[Candidate, Sequence], float] | None = None,
-        scored_as: str = "demos routed",
+        scored_as: str | None = None,
     ):
         self.checkpoint, self.max_demos = checkpoint, max_demos
         # ``score`` replaces ``rt.score`` when the demos are routed (``route.DemoRoute``): candidates are
@@ -154,7 +154,7 @@ class ProgressiveMerge:
         """One merge node (reused from the checkpoint when it was made before)."""
         examples = sorted(i for node in nodes for i in node.examples)
         checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
-        key = fingerprint([n.candidate for n in nodes], examples, checks, *([self.scored_as] if self.texts_only else []))[:20]
+        key = fingerprint([n.candidate for n in nodes], examples, checks, *([self.scored_as] if self.scored_as else []))[:20]
         made = self.checkpoint.load("merge", key) if self.checkpoint else None
         if made is None:
             events = Counters()  # saved with the node, so a resumed run that reuses it still reports them
