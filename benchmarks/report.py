@@ -195,7 +195,16 @@ def write_summary(out: Path, config: dict) -> None:
     cells = load_cells(out)
     rows = aggregate(cells)
     (out / "results.json").write_text(json.dumps({"config": config, "rows": rows, "cells": cells}, indent=2))
-    _write_markdown(out, [f"Command: `{config.get('command', '')}`", ""], rows, cells)
+    _write_markdown(out, commands(cells, config), rows, cells)
+
+
+def commands(cells: list[dict], config: dict) -> list[str]:
+    """The header of ``results.md``: the command of every run that made a cell here, from the cells
+    themselves (a directory filled by several runs, one seed or method at a time, names them all)."""
+    made = list(dict.fromkeys(c["command"] for c in cells if c.get("command"))) or [config.get("command", "")]
+    if len(made) == 1:
+        return [f"Command: `{made[0]}`", ""]
+    return ["Commands (the cells record which made them):", ""] + [f"- `{c}`" for c in made] + [""]
 
 
 def _write_markdown(out: Path, header: list[str], rows: list[dict], cells: list[dict]) -> None:

@@ -203,6 +203,28 @@ def record_partitions_from(cell: dict, source_cell: Path) -> None:
     cell["replayed"] = f"its partitions are {source_cell.stem}'s ({source.get('code_version')})"
 
 
+# What makes one directory's cells comparable: a run that changes any of these needs its own --out.
+# Epochs and demos are a method's settings: each cell records its own.
+COMPARABLE = ("program", "max_tokens", "n_train", "n_val", "n_test", "task_model", "prompt_model", "model_file",
+              "model_sha256")
+RUN_KEYS = ("command", "code_version", "epochs", "max_demos")  # what each run records of itself
+
+
+def record_run(path: Path, config: dict) -> None:
+    """Write ``config.json``: the directory's settings and every run that added cells to it, so that
+    a later run (another seed, another method) adds itself instead of replacing an earlier run's
+    record. A run whose settings would make its cells incomparable with the ones there is refused."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    changed = [f"{key}: {earlier[key]!r} there, {config.get(key)!r} now" for key in COMPARABLE
+               if key in earlier and earlier[key] != config.get(key)]
+    if changed:
+        sys.exit(f"{path.parent} holds cells made with other settings ({'; '.join(changed)}): "
+                 "choose another --out")
+    runs = earlier.get("runs") or ([{k: earlier.get(k) for k in RUN_KEYS}] if "command" in earlier else [])
+    this_run = {k: config.get(k) for k in RUN_KEYS}
+    path.write_text(json.dumps({**config, "runs": runs + ([] if this_run in runs else [this_run])}, indent=2))
+
+
 def main(argv=None) -> int:
     import logging
 
@@ -226,7 +248,7 @@ def main(argv=None) -> int:
                   "max_tokens": args.max_tokens,
                   "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
                   "code_version": code_version(), **model_info}
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+        record_run(out / "config.json", config)
         for i, (task, method, seed) in enumerate(cells, 1):
             path = out / "cells" / f"{task.name}-{args.program}-{method}-seed{seed}.json"
             if path.exists():

@@ -114,6 +114,24 @@ def test_methods_of_several_runs_combine_into_one_summary(tmp_path):
         report.main(["--from", f"{old}:fgo", "--from", f"{new}:fgo", "--out", str(combined)])
 
 
+def test_runs_that_add_cells_to_one_directory_are_each_recorded_and_a_change_of_settings_is_refused(tmp_path):
+    import pytest
+
+    out = tmp_path / "bench"
+    common = ["--fake", "--epochs", "0", "--n-train", "1", "--n-val", "1", "--out", str(out)]
+    assert run.main(common + ["--methods", "unoptimized", "--n-test", "1"]) == 0
+    assert run.main(common + ["--methods", "fgo", "--n-test", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert [r["command"].split("--methods ")[1].split()[0] for r in config["runs"]] == ["unoptimized", "fgo"]
+    md = (out / "results.md").read_text()
+    assert "--methods unoptimized" in md and "--methods fgo" in md  # the summary names both runs
+
+    with pytest.raises(SystemExit, match="other settings.*n_test"):  # another test set: not comparable
+        run.main(common + ["--methods", "fgo", "--seeds", "1", "--n-test", "2"])
+    assert json.loads((out / "config.json").read_text()) == config
+    assert not (out / "cells" / "bbh15-predict-fgo-seed1.json").exists()
+
+
 def test_code_version_names_the_checked_out_commit():
     import subprocess
 
