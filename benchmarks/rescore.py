@@ -259,6 +259,7 @@ def main(argv=None) -> int:
             later.append(path.stem)
         else:
             pending.append((cell, path))
+    version = run.code_version()  # the code this process loaded: a commit made while it runs is not it
     with (run.models(model_args) if pending else nullcontext((None, None, None))) as (task_lm, prompt_lm, _):
         task_lm = task_lm.copy(stop=list(task.stop)) if task_lm and task.stop else task_lm
         for cell, path in pending:
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
                 skipped.append(path.stem)
                 print(f"{path.stem}: its program cannot be rebuilt from the cell, skipped", flush=True)
                 continue
-            result["code_version"] = run.code_version()
+            result["code_version"] = version
             path.write_text(json.dumps(result, indent=2))
             rescored.append(result)
             print(f"{path.stem}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "

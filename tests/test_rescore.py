@@ -40,6 +40,17 @@ def test_seeds_can_be_rescored_one_run_at_a_time_and_all_join_the_summary(tmp_pa
     assert [sorted(r["seeds"]) for r in summary["rows"] if r["method"] == "fgo"] == [[0, 1]]
 
 
+def test_a_rescored_cell_records_the_code_its_run_started_with(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized,fgo", "--n-train", "1", "--n-val", "1", "--n-test", "1",
+              "--out", str(out)])
+    commits = iter(["started-with", "committed-while-running", "and-again"])
+    monkeypatch.setattr(run, "code_version", lambda: next(commits))
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "2", "--reference", "unoptimized"]) == 0
+    versions = {json.loads(p.read_text())["code_version"] for p in (out / "rescore-n2").glob("bbh15-*.json")}
+    assert versions == {"started-with"}
+
+
 def test_cells_rescored_in_another_run_join_the_summary_on_the_same_questions(tmp_path, monkeypatch):
     kept, new = tmp_path / "kept", tmp_path / "new"
     for out, method in ((kept, "unoptimized"), (new, "fgo")):
