@@ -13,7 +13,10 @@ partition) has its router fitted again from the trainset, as FGO fitted it; a pr
 ``route=True`` cell, whose experts were only the routed partitions') is skipped and listed.
 
 Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
-resumes. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
+resumes. A question whose call errors (the local server refused a connection) is asked again, up to
+three times; a cell with a question that errors every time is not written (the summary lists it and
+the exit status is 1), because an error scored as a wrong answer would lower the cell for a fault of
+the machine. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
 difference of their mean accuracies with a 95% interval from a bootstrap that resamples both the
 seeds of each method and the test questions, so that the interval carries the optimizer's spread
 between seeds as well as the questions'. A difference whose interval holds 0 is a tie.
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -39,6 +44,7 @@ from dspy_fgo.candidate import DEMOS, apply_candidate
 # KNNFewShot picks demos per input at inference; compiling it again costs no LM call.
 RECOMPILE_FREE = {"knn-fewshot"}
 BOOTSTRAP_DRAWS = 2000
+ATTEMPTS, RETRY_PAUSE = 3, 10  # a question whose call errors is asked again, up to 3 times, 10 s apart
 
 
 def parse_args(argv=None):
@@ -138,16 +144,42 @@ def first_per_group(examples, group_of, k: int) -> list:
     return firsts
 
 
-def rescore_cell(cell: dict, task, setup: Setup) -> dict | None:
+class Unscored(Exception):
+    """Some questions' calls errored on every attempt: the cell is not rescored rather than scored wrong."""
+
+    def __init__(self, questions: list[str]):
+        super().__init__(f"{len(questions)} questions errored on all {ATTEMPTS} attempts: {', '.join(questions[:5])}")
+        self.questions = questions
+
+
+def score_every_question(program, task, setup: Setup) -> dict[str, float]:
+    """The program's score on each test question. A question whose call raised (a refused connection,
+    a server restarting) is asked again, up to ``ATTEMPTS`` times in all, because an error is not a
+    wrong answer: scoring it 0 would lower the cell by a fault of the machine, not of its program."""
     import dspy
 
+    scores, left = {}, list(task.test)
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            print(f"{len(left)} questions errored: asking them again in {RETRY_PAUSE} s", flush=True)
+            time.sleep(RETRY_PAUSE)
+        with dspy.context(lm=setup.task_lm):
+            evaluation = dspy.Evaluate(devset=left, metric=task.metric, num_threads=setup.num_threads,
+                                       display_progress=False, max_errors=len(left) + 1,
+                                       failure_score=math.nan)(program)
+        scores.update({question_key(ex): float(score) for ex, _, score in evaluation.results
+                       if not math.isnan(score)})
+        left = [ex for ex in left if question_key(ex) not in scores]
+        if not left:
+            return scores
+    raise Unscored([question_key(ex) for ex in left])
+
+
+def rescore_cell(cell: dict, task, setup: Setup) -> dict | None:
     program = rebuild(cell, task, setup)
     if program is None:
         return None
-    with dspy.context(lm=setup.task_lm):
-        evaluation = dspy.Evaluate(devset=task.test, metric=task.metric, num_threads=setup.num_threads,
-                                   display_progress=False, max_errors=len(task.test))(program)
-    scores = {question_key(ex): float(score) for ex, _, score in evaluation.results}
+    scores = score_every_question(program, task, setup)
     # The cell's own test questions come first in each group: scoring them again must give its accuracy.
     groups = len({task.group_of(ex) for ex in task.test})
     first = [question_key(ex) for ex in first_per_group(task.test, task.group_of, cell["n_test"] // groups)]
@@ -250,7 +282,7 @@ def main(argv=None) -> int:
     model_args = run.parse_args(["--program", config["program"], "--max-tokens", str(config["max_tokens"]),
                                  *(["--fake"] if args.fake else [])])
     seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
-    skipped, rescored, pending, later = [], [], [], []
+    skipped, unscored, rescored, pending, later = [], [], [], [], []
     for cell in cells:
         path = dest / f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}.json"
         if path.exists():  # rescored by an earlier run: no model is started for it
@@ -265,7 +297,12 @@ def main(argv=None) -> int:
         for cell, path in pending:
             setup = Setup(metric=task.metric, task_lm=task_lm, prompt_lm=prompt_lm, seed=cell["seed"],
                           num_threads=args.num_threads, max_demos=cell.get("max_demos"))
-            result = rescore_cell(cell, task, setup)
+            try:
+                result = rescore_cell(cell, task, setup)
+            except Unscored as error:  # nothing written: a later run asks this cell again
+                unscored.append(path.stem)
+                print(f"{path.stem}: not rescored, {error}", flush=True)
+                continue
             if result is None:
                 skipped.append(path.stem)
                 print(f"{path.stem}: its program cannot be rebuilt from the cell, skipped", flush=True)
@@ -285,11 +322,13 @@ def main(argv=None) -> int:
         md += [f"Methods not rescored here are {args.compare_with}'s rescored cells, on the same questions.", ""]
     md += [f"Not rescored (program not in its cell): {', '.join(skipped)}", ""] if skipped else []
     md += [f"Not rescored yet (other seeds): {', '.join(later)}", ""] if later else []
+    md += [f"Not rescored (calls errored on every attempt; run again to resume): {', '.join(unscored)}", ""] \
+        if unscored else []
     (dest / "summary.json").write_text(json.dumps({"reference": args.reference, "rows": rows,
-                                                   "skipped": skipped}, indent=2))
+                                                   "skipped": skipped, "unscored": unscored}, indent=2))
     (dest / "summary.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    return 0
+    return 1 if unscored else 0
 
 
 if __name__ == "__main__":

@@ -134,3 +134,47 @@ def test_a_merge_tree_node_is_rescored_as_its_own_method(tmp_path):
                          "--reference", "unoptimized"]) == 0
     result = json.loads((out / "rescore-n2" / "bbh15-predict-fgo@node0-seed0.json").read_text())
     assert result["method"] == "fgo@node0" and result["n_test"] == 2 * 15
+
+
+def _flaky_rebuild(monkeypatch, failures: int):
+    """Programs whose call on one question raises a refused connection ``failures`` times, then answers."""
+    real, calls = rescore.rebuild, {}
+    monkeypatch.setattr(rescore, "RETRY_PAUSE", 0)
+
+    def rebuild(cell, task, setup):
+        program, unlucky = real(cell, task, setup), task.test[0].inputs().toDict()
+
+        def answer(**inputs):
+            if inputs == unlucky:
+                calls[cell["method"]] = calls.get(cell["method"], 0) + 1
+                if calls[cell["method"]] <= failures:
+                    raise ConnectionError("Connection refused")
+            return program(**inputs)
+        return answer
+    monkeypatch.setattr(rescore, "rebuild", rebuild)
+    return calls
+
+
+def test_a_question_whose_call_errored_is_asked_again_not_scored_wrong(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1", "--n-test", "2",
+              "--out", str(out)])
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--reference", "unoptimized"]) == 0
+    cell = out / "rescore-n3" / "bbh15-predict-unoptimized-seed0.json"
+    steady = json.loads(cell.read_text())["scores"]
+    cell.unlink()
+    calls = _flaky_rebuild(monkeypatch, failures=rescore.ATTEMPTS - 1)
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--reference", "unoptimized"]) == 0
+    assert calls == {"unoptimized": rescore.ATTEMPTS}  # refused twice, answered the third time
+    assert json.loads(cell.read_text())["scores"] == steady
+
+
+def test_a_cell_whose_call_errors_every_time_is_not_rescored(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1", "--n-test", "2",
+              "--out", str(out)])
+    _flaky_rebuild(monkeypatch, failures=rescore.ATTEMPTS)
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "3", "--reference", "unoptimized"]) == 1
+    assert not (out / "rescore-n3" / "bbh15-predict-unoptimized-seed0.json").exists()
+    summary = (out / "rescore-n3" / "summary.md").read_text()
+    assert "calls errored on every attempt; run again to resume): bbh15-predict-unoptimized-seed0" in summary
