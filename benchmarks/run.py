@@ -210,16 +210,23 @@ COMPARABLE = ("program", "max_tokens", "n_train", "n_val", "n_test", "task_model
 RUN_KEYS = ("command", "code_version", "epochs", "max_demos")  # what each run records of itself
 
 
+def refuse_incomparable(path: Path, settings: dict) -> dict:
+    """The directory's ``config.json`` (empty if new); exits when one of ``settings`` differs from
+    it, since that run's cells could not be compared with the ones there."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    changed = [f"{key}: {earlier[key]!r} there, {value!r} now" for key, value in settings.items()
+               if key in COMPARABLE and key in earlier and earlier[key] != value]
+    if changed:
+        sys.exit(f"{path.parent} holds cells made with other settings ({'; '.join(changed)}): "
+                 "choose another --out")
+    return earlier
+
+
 def record_run(path: Path, config: dict) -> None:
     """Write ``config.json``: the directory's settings and every run that added cells to it, so that
     a later run (another seed, another method) adds itself instead of replacing an earlier run's
     record. A run whose settings would make its cells incomparable with the ones there is refused."""
-    earlier = json.loads(path.read_text()) if path.exists() else {}
-    changed = [f"{key}: {earlier[key]!r} there, {config.get(key)!r} now" for key in COMPARABLE
-               if key in earlier and earlier[key] != config.get(key)]
-    if changed:
-        sys.exit(f"{path.parent} holds cells made with other settings ({'; '.join(changed)}): "
-                 "choose another --out")
+    earlier = refuse_incomparable(path, {key: config.get(key) for key in COMPARABLE})
     runs = earlier.get("runs") or ([{k: earlier.get(k) for k in RUN_KEYS}] if "command" in earlier else [])
     this_run = {k: config.get(k) for k in RUN_KEYS}
     path.write_text(json.dumps({**config, "runs": runs + ([] if this_run in runs else [this_run])}, indent=2))
@@ -242,11 +249,12 @@ def main(argv=None) -> int:
                          source=args.data) for name in args.tasks.split(",")]
     # Seed-major, so every method has seed 0 before any has seed 1: a run cut short stays comparable.
     cells = [(t, m, s) for t in tasks for s in seeds for m in methods if m != "unoptimized" or s == seeds[0]]
+    settings = {"program": args.program, "max_tokens": args.max_tokens,
+                "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test}
+    refuse_incomparable(out / "config.json", settings)  # before a model server starts for nothing
     with models(args) as (task_lm, prompt_lm, model_info):
         config = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "program": args.program, "epochs": args.epochs, "max_demos": args.max_demos,
-                  "max_tokens": args.max_tokens,
-                  "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                  **settings, "epochs": args.epochs, "max_demos": args.max_demos,
                   "code_version": code_version(), **model_info}
         record_run(out / "config.json", config)
         for i, (task, method, seed) in enumerate(cells, 1):

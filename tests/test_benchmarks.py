@@ -114,7 +114,8 @@ def test_methods_of_several_runs_combine_into_one_summary(tmp_path):
         report.main(["--from", f"{old}:fgo", "--from", f"{new}:fgo", "--out", str(combined)])
 
 
-def test_runs_that_add_cells_to_one_directory_are_each_recorded_and_a_change_of_settings_is_refused(tmp_path):
+def test_runs_that_add_cells_to_one_directory_are_each_recorded_and_a_change_of_settings_is_refused(tmp_path,
+                                                                                                    monkeypatch):
     import pytest
 
     out = tmp_path / "bench"
@@ -126,6 +127,9 @@ def test_runs_that_add_cells_to_one_directory_are_each_recorded_and_a_change_of_
     md = (out / "results.md").read_text()
     assert "--methods unoptimized" in md and "--methods fgo" in md  # the summary names both runs
 
+    def no_model(args):
+        raise AssertionError("a refused run started a model server")
+    monkeypatch.setattr(run, "models", no_model)
     with pytest.raises(SystemExit, match="other settings.*n_test"):  # another test set: not comparable
         run.main(common + ["--methods", "fgo", "--seeds", "1", "--n-test", "2"])
     assert json.loads((out / "config.json").read_text()) == config
