@@ -130,13 +130,23 @@ def stage_table(cells: list[dict]) -> str:
     """Where each FGO-style compile spent its time and LM use, stage by stage (cells whose report
     has ``stage_usage``); empty when none has."""
     lines = []
+
+    def row(c, stage, wall_s, roles):
+        task, opt = roles.get("task", {}), roles.get("optimizer", {})
+        lines.append(f"| {c['method']} | {c['seed']} | {stage} | {wall_s or 0:.0f} | "
+                     f"{task.get('billed_calls', 0)} | {task.get('prompt_tokens', 0) + task.get('completion_tokens', 0)} | "
+                     f"{opt.get('billed_calls', 0)} | {opt.get('prompt_tokens', 0) + opt.get('completion_tokens', 0)} |")
+
     for c in sorted(cells, key=lambda c: (c["task"], c["method"], c["seed"])):
         report = c.get("report") or {}
+        source = c.get("partitions_from")
+        if source and source.get("optimize_stage_s") is not None:
+            # Its partitions were another cell's: that cell paid their stage, so a whole compile is
+            # the sum of the rows (two measured parts, not one measured run).
+            row(c, f"optimize, paid by {Path(source['cell']).stem} ({source.get('code_version')})",
+                source["optimize_stage_s"], source.get("optimize_stage_usage") or {})
         for stage, roles in (report.get("stage_usage") or {}).items():
-            task, opt = roles.get("task", {}), roles.get("optimizer", {})
-            lines.append(f"| {c['method']} | {c['seed']} | {stage} | {report['timings'].get(stage, 0):.0f} | "
-                         f"{task.get('billed_calls', 0)} | {task.get('prompt_tokens', 0) + task.get('completion_tokens', 0)} | "
-                         f"{opt.get('billed_calls', 0)} | {opt.get('prompt_tokens', 0) + opt.get('completion_tokens', 0)} |")
+            row(c, stage, report["timings"].get(stage, 0), roles)
     if not lines:
         return ""
     return "\n".join(["| method | seed | stage | wall s | task calls (billed) | task tokens | optimizer calls "

@@ -294,6 +294,9 @@ def test_fgo_demos_can_start_from_another_runs_partitions_and_says_so(tmp_path):
     assert partial(cell) and partial({**cell, "cost_over_attempts": 2})  # even when it also resumed a kill
     assert cell["report"]["stage_usage"]["optimize"].get("optimizer", {}).get("calls", 0) == 0
     assert cell["report"]["settings"]["route"] == "demos"
+    # The stage table shows what the partitions cost where they were paid, so a whole compile adds up.
+    paid = f"| fgo-demos | 0 | optimize, paid by bbh15-predict-fgo-seed0 ({source['code_version']}) | "
+    assert paid in (second / "results.md").read_text()
 
 
 def test_fgo_can_start_from_the_partitions_of_another_methods_cells(tmp_path):
