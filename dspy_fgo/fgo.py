@@ -197,7 +197,10 @@ class FGO(ReflectiveOptimizer):
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
         # Demos are examples of one kind of input: routed to it, under route=True too (dspy_fgo.route).
-        demo_route = self._demo_route(s, start, partitions, results) if self.route in ROUTED_DEMOS else None
+        demo_route = None
+        if self.route in ROUTED_DEMOS:
+            with s.stage("demos"):  # pools reuse the partitions' runs: LM calls only for partitions reused from disk
+                demo_route = self._demo_route(s, start, partitions, results)
 
         if demo_route is not None:
             notes.append(f"demos: routed per input (route={self.route!r}); merges decide instructions only, each "

@@ -130,3 +130,8 @@ def test_nearest_demos_resume_a_checkpoint_of_fixed_demos_partitions_but_not_its
     assert reused_units(nearest) == len(nearest.report_.partitions)  # ... its partitions serve as they are
     again, _, _ = compile_fgo(checkpoint_dir=tmp_path, nearest_demos=True)
     assert reused_units(again) == len(again.report_.partitions) + merges  # its own merges, once made, too
+    # Partitions read from disk left no runs in memory: the pools run them again, and the stages say so.
+    for fgo in (nearest, again):
+        report = fgo.report_
+        assert report.stage_usage["demos"]["task"]["calls"] > 0
+        assert sum(u.get("task", {}).get("calls", 0) for u in report.stage_usage.values()) == report.usage["task"]["calls"]
