@@ -98,7 +98,9 @@ class FGO(ReflectiveOptimizer):
         nearest_demos: with ``route="demos"``, a partition that keeps demos keeps a pool of them
             (from its training and held-out runs, up to ``nearest.POOL_PER_DEMO`` times
             ``max_demos``), and each input runs with the ``max_demos`` of its partition's pool most
-            similar to it, never its own (``dspy_fgo.nearest``). Off by default.
+            similar to it, never its own (``dspy_fgo.nearest``). ``None`` (default): on with
+            ``route="demos"`` and ``max_demos > 0``, which measured best on BBH-15 (benchmarks/README.md);
+            ``False`` keeps each partition's fixed demos.
     """
 
     method = "FGO"
@@ -120,7 +122,7 @@ class FGO(ReflectiveOptimizer):
         balance_demos: bool = True,
         proposals: int = 3,
         route: bool | str = False,
-        nearest_demos: bool = False,
+        nearest_demos: bool | None = None,
         accept_z: float = Z,
         fix_share: float = FIX_SHARE,
         **settings,
@@ -142,8 +144,11 @@ class FGO(ReflectiveOptimizer):
         if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
             raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
         self.route = route
+        if nearest_demos is None:
+            nearest_demos = route == "demos" and max_demos > 0
         if not isinstance(nearest_demos, bool):
-            raise ValueError(f"nearest_demos must be True or False; got {nearest_demos!r}")
+            raise ValueError(f"nearest_demos must be True, False or None (on with route='demos'); "
+                             f"got {nearest_demos!r}")
         if nearest_demos and (route != "demos" or not max_demos):
             raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
                              f"route='demos' and max_demos > 0; got route={route!r}, max_demos={max_demos}")

@@ -1,7 +1,8 @@
 """Nearest demos: each input runs with the demos of its partition's pool that are most like it.
 
-``FGO(route="demos", nearest_demos=True)``. Under ``route="demos"`` every input of a partition runs
-with the same ``max_demos`` demos, chosen from the partition's training runs. Here each partition
+``FGO(route="demos")``, where ``nearest_demos`` is on unless set to ``False``. With it off, every
+input of a partition runs with the same ``max_demos`` demos, chosen from the partition's training
+runs. Here each partition
 that kept demos keeps a larger pool instead: the solved runs and labeled examples of its training
 *and* held-out examples (the runs FGO already made, so no LM call), and each input runs with the
 ``max_demos`` demos of that pool whose inputs are most similar to its own (most similar first, as

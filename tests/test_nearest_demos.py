@@ -56,7 +56,7 @@ def accuracy(program, examples, lm):
 
 def test_each_input_runs_with_the_pool_demo_nearest_to_it_including_held_out_ones():
     _, _, test = topics_data()
-    _, fixed, lm = compile_fgo()
+    _, fixed, lm = compile_fgo(nearest_demos=False)
     fgo, nearest, _ = compile_fgo(nearest_demos=True)
     assert accuracy(fixed, test, lm) <= 0.25  # one demo per partition serves one of its four topics
     assert isinstance(nearest, Routed)
@@ -117,13 +117,22 @@ def test_nearest_demos_needs_routed_demos(settings):
         FGO(metric=exact, nearest_demos=settings.pop("nearest_demos", True), **settings)
 
 
+def test_routed_demos_are_nearest_demos_unless_turned_off():
+    assert FGO(metric=exact, route="demos").nearest_demos is True  # the measured default (benchmarks/README.md)
+    assert FGO(metric=exact, route="demos", nearest_demos=False).nearest_demos is False
+    assert FGO(metric=exact, route="demos", max_demos=0).nearest_demos is False  # no demos: nothing to pool
+    assert FGO(metric=exact).nearest_demos is False and FGO(metric=exact, route=True).nearest_demos is False
+    fgo, _, _ = compile_fgo()
+    assert fgo.report_.events["demo_pools"] == 2  # the default compile keeps pools
+
+
 def reused_units(fgo):
     found = [re.search(r"reused (\d+) finished units", n) for n in fgo.report_.notes]
     return next((int(m.group(1)) for m in found if m), 0)
 
 
 def test_nearest_demos_resume_a_checkpoint_of_fixed_demos_partitions_but_not_its_merges(tmp_path):
-    fixed, _, _ = compile_fgo(checkpoint_dir=tmp_path)
+    fixed, _, _ = compile_fgo(checkpoint_dir=tmp_path, nearest_demos=False)
     merges = sum(1 for n in fixed.report_.tree if n["children"])
     assert merges >= 1
     nearest, _, _ = compile_fgo(checkpoint_dir=tmp_path, nearest_demos=True)  # not refused ...

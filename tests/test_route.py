@@ -170,7 +170,8 @@ def test_route_reuses_a_demo_routed_compiles_checkpoint(tmp_path):
     one, whose merges judged instructions with routed demos as its own do (this is how the
     benchmark's fgo-route cell shares the fgo-demos cell's work)."""
     trainset = make_examples(CATS, per_category=6)
-    compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path, route="demos")
+    compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path, route="demos",
+                nearest_demos=False)
     optimizer = FakeLM(optimizer_respond)
     fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
               epochs=1, checkpoint_dir=tmp_path, route=True)
