@@ -130,9 +130,8 @@ METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
     "fgo": _fgo(),
     "fgo-route": _fgo(route=True),  # decided after the merge, from the fgo-demos cell's partitions and merges
-    "fgo-demos": _fgo(route="demos", nearest_demos=False),  # one merged instruction; each input with its
-    # partition's fixed demos (v11 and before)
-    "fgo-nearest": _fgo(route="demos", nearest_demos=True),  # ... the demos of its partition's pool nearest to it (the default)
+    "fgo-demos": _fgo(route="demos", nearest_demos=False),  # one merged instruction; its partition's demos
+    "fgo-nearest": _fgo(route="demos", nearest_demos=True),  # ... its partition pool's nearest: the default
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
     "fgo-tools": _fgo(optimize_tools=True),  # agents: tool descriptions optimized with the instructions
     "fgo-mipro": fgo_mipro,
