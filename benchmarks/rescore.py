@@ -13,7 +13,7 @@ partition) has its router fitted again from the trainset, as FGO fitted it; a pr
 ``route=True`` cell, whose experts were only the routed partitions') is skipped and listed.
 
 Each rescored cell is written to ``OUT/rescore-n<N>/`` with its score on every question, so a run
-resumes. A question whose call errors (the local server refused a connection) is asked again, up to
+resumes, and its summary keeps every cell rescored there (a run for some `--methods` leaves the others in). A question whose call errors (the local server refused a connection) is asked again, up to
 three times; a cell with a question that errors every time is not written (the summary lists it and
 the exit status is 1), because an error scored as a wrong answer would lower the cell for a fault of
 the machine. The summary compares every method with ``--reference`` (default MIPROv2 with demos): the
@@ -313,6 +313,12 @@ def main(argv=None) -> int:
             print(f"{path.stem}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
                   f"(its own {cell['n_test']}: {100 * (result['same_questions_accuracy'] or 0):.1f} %, "
                   f"cell said {_percent(cell['test_accuracy'])})", flush=True)
+    # Cells of other methods rescored here before (a run with --methods) stay in the summary.
+    done = {(r["method"], r["seed"]) for r in rescored}
+    for path in sorted(dest.glob(f"*-{config['program']}-*-seed*.json")):
+        earlier = json.loads(path.read_text())
+        if (earlier["method"], earlier["seed"]) not in done:
+            rescored.append(earlier)
     if args.compare_with:
         rescored += rescored_elsewhere(Path(args.compare_with), args.n_test, rescored)
     rows = summary(rescored, args.reference)

@@ -178,3 +178,16 @@ def test_a_cell_whose_call_errors_every_time_is_not_rescored(tmp_path, monkeypat
     assert not (out / "rescore-n3" / "bbh15-predict-unoptimized-seed0.json").exists()
     summary = (out / "rescore-n3" / "summary.md").read_text()
     assert "calls errored on every attempt; run again to resume): bbh15-predict-unoptimized-seed0" in summary
+
+
+def test_a_run_for_some_methods_keeps_the_others_rescored_cells_in_the_summary(tmp_path):
+    out = tmp_path / "bench"
+    run.main(["--fake", "--methods", "unoptimized,fgo", "--n-train", "1", "--n-val", "1", "--n-test", "1",
+              "--out", str(out)])
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "2", "--methods", "unoptimized",
+                         "--reference", "unoptimized"]) == 0
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "2", "--methods", "fgo",
+                         "--reference", "unoptimized"]) == 0
+    summary = json.loads((out / "rescore-n2" / "summary.json").read_text())
+    assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo"}
+    assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
