@@ -129,7 +129,7 @@ def _baseline(name: str):
 METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
     "fgo": _fgo(),
-    "fgo-route": _fgo(route=True),  # decided after the merge, from the fgo-demos cell's partitions and merges
+    "fgo-route": _fgo(route=True),  # decided after the merge, from the fgo-nearest cell's partitions and merges
     "fgo-demos": _fgo(route="demos", nearest_demos=False),  # one merged instruction; its partition's demos
     "fgo-nearest": _fgo(route="demos", nearest_demos=True),  # ... its partition pool's nearest: the default
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
@@ -146,4 +146,4 @@ METHODS: dict[str, Callable] = {
 
 # Cells that make the same partitions and merge nodes share one checkpoint directory, so the second
 # reuses the first's units; the runner adds the first cell's cost to the second's (see run.py).
-SHARES_UNITS_WITH = {"fgo-route": "fgo-demos"}  # both route demos: the same merges
+SHARES_UNITS_WITH = {"fgo-route": "fgo-nearest"}  # both route nearest demos: the same merges

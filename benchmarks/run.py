@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                 print(f"[{i}/{len(cells)}] {path.name}: done before, skipped", flush=True)
                 continue
             print(f"[{i}/{len(cells)}] {task.name} {method} seed {seed}: compiling...", flush=True)
-            # FGO's finished partitions survive a kill; fgo-route reuses fgo-demos' (same units, decided after).
+            # FGO's finished partitions survive a kill; fgo-route reuses fgo-nearest's (same units, decided after).
             unit_dir = out / "checkpoints" / path.stem.replace(f"-{method}-", f"-{SHARES_UNITS_WITH.get(method, method)}-")
             source = None
             if args.partitions_from and method.startswith("fgo"):

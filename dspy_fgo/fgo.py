@@ -95,12 +95,13 @@ class FGO(ReflectiveOptimizer):
             a partition also keeps its own optimized instruction (its specialist) where that gets at
             least ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged one
             (see ``dspy_fgo.route``). Off by default: one merged program, as in the paper.
-        nearest_demos: with ``route="demos"``, a partition that keeps demos keeps a pool of them
-            (from its training and held-out runs, up to ``nearest.POOL_PER_DEMO`` times
-            ``max_demos``), and each input runs with the ``max_demos`` of its partition's pool most
-            similar to it, never its own (``dspy_fgo.nearest``). ``None`` (default): on with
-            ``route="demos"`` and ``max_demos > 0``, which measured best on BBH-15 (benchmarks/README.md);
-            ``False`` keeps each partition's fixed demos.
+        nearest_demos: with routed demos (``route="demos"`` or ``True``), a partition that keeps
+            demos keeps a pool of them (from its training and held-out runs, up to
+            ``nearest.POOL_PER_DEMO`` times ``max_demos``), and each input runs with the
+            ``max_demos`` of its partition's pool most similar to it, never its own
+            (``dspy_fgo.nearest``); a routed specialist keeps its partition's pool. ``None``
+            (default): on with routed demos and ``max_demos > 0``, which measured best on BBH-15
+            (benchmarks/README.md); ``False`` keeps each partition's fixed demos.
     """
 
     method = "FGO"
@@ -144,14 +145,15 @@ class FGO(ReflectiveOptimizer):
         if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
             raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
         self.route = route
+        routes_demos = route in ROUTED_DEMOS  # True or "demos" (checked above)
         if nearest_demos is None:
-            nearest_demos = route == "demos" and max_demos > 0
+            nearest_demos = routes_demos and max_demos > 0
         if not isinstance(nearest_demos, bool):
-            raise ValueError(f"nearest_demos must be True, False or None (on with route='demos'); "
+            raise ValueError(f"nearest_demos must be True, False or None (on with routed demos); "
                              f"got {nearest_demos!r}")
-        if nearest_demos and (route != "demos" or not max_demos):
+        if nearest_demos and (not routes_demos or not max_demos):
             raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
-                             f"route='demos' and max_demos > 0; got route={route!r}, max_demos={max_demos}")
+                             f"route='demos' or True, and max_demos > 0; got route={route!r}, max_demos={max_demos}")
         self.nearest_demos = nearest_demos
         check_int("n_partitions", n_partitions, 1, optional=True)
         check_int("min_partition_size", min_partition_size, 1)
@@ -279,23 +281,27 @@ class FGO(ReflectiveOptimizer):
         checks that specialist; return the routed program only if it also wins the final check.
 
         With routed demos the returned program already runs each partition's inputs with its own
-        demos, so a specialist is routed for its instruction alone."""
+        demos (or pool), so a specialist is routed for its instruction alone: it keeps the
+        partition's demos, and both sides are scored as the routed program runs them."""
         leaves = [node for node in nodes if not node.children]
-        if demo_route is not None and selection["returned"] != "unoptimized":
-            plan, experts = demo_route.plan, demo_route.experts(chosen)  # one per partition, then the fallback
-            routed = plan.decide(leaves, experts[:-1])
-            router = demo_route.router
-            candidates = [leaf.candidate if r else expert for leaf, r, expert in zip(leaves, routed, experts)]
-            candidates.append(experts[-1])
+        per_partition = demo_route is not None and selection["returned"] != "unoptimized"
+        if per_partition:
+            singles = demo_route.experts(chosen)  # one per partition, then the fallback
+            specialists = [demo_route.experts(leaf.candidate)[i] for i, leaf in enumerate(leaves)]
+            routed = demo_route.plan.decide(leaves, singles[:-1], specialists, demo_route.candidate_score)
+            candidates = [*(c if r else e for c, r, e in zip(specialists, routed, singles)), singles[-1]]
+            router, nearest = demo_route.router, demo_route.nearest
         else:
             plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
             routed = plan.decide(leaves, [chosen] * len(leaves))
             router = plan.router(leaves, routed) if any(routed) else None
             candidates = [leaf.candidate for leaf, r in zip(leaves, routed) if r] + [chosen]
+            nearest = None
         if not any(routed):
             return program
         items = s.val_items() if s.valset else s.items()
-        score = plan.score(router, candidates, items)
+        score = (demo_route.routed_score(candidates, items) if per_partition
+                 else plan.score(router, candidates, items))
         best = max(selection["scores"].values(), default=float("-inf"))
         selection["scores"]["routed"] = score
         if score <= best:
@@ -304,7 +310,7 @@ class FGO(ReflectiveOptimizer):
         selection.update(returned="routed", reason=f"{sum(routed)} partitions routed to their specialists: "
                                                    f"{score:.3f} on the {selection['on']} against "
                                                    f"{selection['returned']}'s {best:.3f}")
-        return Routed([apply_candidate(student, c) for c in candidates], router)
+        return Routed([apply_candidate(student, c) for c in candidates], router, nearest)
 
     def _demo_route(self, s, start, partitions, results) -> DemoRoute | None:
         """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved

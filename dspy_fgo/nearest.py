@@ -1,6 +1,7 @@
 """Nearest demos: each input runs with the demos of its partition's pool that are most like it.
 
-``FGO(route="demos")``, where ``nearest_demos`` is on unless set to ``False``. With it off, every
+``FGO(route="demos")`` and ``FGO(route=True)``, where ``nearest_demos`` is on unless set to
+``False`` (under ``route=True`` a routed specialist keeps its partition's pool). With it off, every
 input of a partition runs with the same ``max_demos`` demos, chosen from the partition's training
 runs. Here each partition
 that kept demos keeps a larger pool instead: the solved runs and labeled examples of its training

@@ -3,10 +3,11 @@ or (``route="demos"``, ``DemoRoute``) to its own partition's demos under one mer
 
 After the merge (Algorithm 2) and the final check, FGO has one program for every input; with
 routed demos (``route="demos"``, and ``route=True`` too), one instruction whose inputs each run with
-their own partition's demos. With ``FGO(route=True)`` each partition's own optimized candidate (its
-specialist: the merge tree's leaf) is compared with that program (with the partition's demos) on
-the partition's held-out checks, and keeps serving the partition's inputs only when it gets at
-least ``ROUTE_MARGIN`` more of them right. The specialist's changes were accepted on those same
+their own partition's demos. With ``FGO(route=True)`` each partition's own optimized instruction
+(its specialist: the merge tree's leaf), with the partition's demos (its pool, cut per input,
+under ``nearest_demos``), is compared with that program on the partition's held-out checks, and
+keeps serving the partition's inputs only when it gets at least ``ROUTE_MARGIN`` more of them
+right. The specialist's changes were accepted on those same
 checks, each by one more example right, so a one-example gain is what that selection alone can
 produce: a route must win by more. Each input then goes to the partition whose training inputs it
 is nearest to (cosine similarity to the centroid of their input embeddings): to that partition's
@@ -161,27 +162,35 @@ class RoutePlan:
         self._train = self.space(texts)
         self._vectors: dict[Any, np.ndarray] = {}
 
-    def decide(self, leaves: Sequence, singles: Sequence[Candidate]) -> list[bool]:
+    def decide(self, leaves: Sequence, singles: Sequence[Candidate], specialists: Sequence[Candidate] | None = None,
+               score: Callable | None = None) -> list[bool]:
         """Per partition (merge-tree leaf): its specialist serves its inputs when it gets at least
         ``margin`` more of the partition's held-out checks right than its ``singles`` entry (what
-        the returned program runs for that partition's inputs) does there."""
+        the returned program runs for that partition's inputs) does there.
+
+        ``specialists``: what each partition would run if routed (default: the leaf's candidate,
+        whose held-out score is known); ``score(candidate, items)``: how a candidate is scored on
+        them (default: the runtime's mean score), so both sides run as the returned program would."""
+        specialists = specialists or [leaf.candidate for leaf in leaves]
+        score = score or self.rt.score
         routed = []
-        for leaf, single in zip(leaves, singles):
-            if self.rt.exhausted() or not leaf.checks or leaf.candidate == single:
+        for leaf, single, specialist in zip(leaves, singles, specialists):
+            if self.rt.exhausted() or not leaf.checks or specialist == single:
                 reason = ("budget exhausted" if self.rt.exhausted() else "no held-out checks" if not leaf.checks
                           else "the specialist is the returned program")
                 leaf.route = {"routes": False, "reason": reason}
                 routed.append(False)
                 continue
             items = self.items_of(leaf.checks)
-            single_score = self.rt.score(single, items)
-            gain = (leaf.score - single_score) * len(items)
+            single_score = score(single, items)
+            specialist_score = leaf.score if specialist == leaf.candidate else score(specialist, items)
+            gain = (specialist_score - single_score) * len(items)
             routes = gain >= self.margin - 1e-9
             self.counters.add("partitions_routed" if routes else "partitions_kept_merged")
-            leaf.route = {"routes": routes, "specialist_score": leaf.score, "single_score": single_score,
+            leaf.route = {"routes": routes, "specialist_score": specialist_score, "single_score": single_score,
                           "gain_examples": round(gain, 3), "needs": self.margin}
             logger.info("partition %s: specialist %.2f vs returned program %.2f on %d checks -> %s", leaf.partition,
-                        leaf.score, single_score, len(items), "route" if routes else "merged")
+                        specialist_score, single_score, len(items), "route" if routes else "merged")
             routed.append(routes)
         return routed
 
@@ -248,23 +257,42 @@ class DemoRoute:
         return [{**plain, **demos} for demos in self.demos]
 
     def score(self, texts: Candidate, items) -> float:
-        return sum(self.item_scores(texts, items)) / len(items) if items else 0.0
+        return self.routed_score(self.experts(texts), items)
 
     def item_scores(self, texts: Candidate, items) -> list[float]:
-        experts = self.experts(texts)
+        return self.routed_scores(self.experts(texts), items)
+
+    def routed_scores(self, experts: Sequence[Candidate], items) -> list[float]:
+        """Each item answered by the expert (one per partition, then the fallback) it routes to,
+        with its demos cut to the item's nearest when they are a pool: as ``program`` will run it."""
         if self.nearest is None:
             return self.plan.item_scores(self.router, experts, items)
+        picks = self.router.pick_vectors(self.plan._vectors_of(items))
+        return self._cut_scores([(experts[pick], item) for item, pick in zip(items, picks)])
+
+    def routed_score(self, experts: Sequence[Candidate], items) -> float:
+        return sum(self.routed_scores(experts, items)) / len(items) if items else 0.0
+
+    def candidate_score(self, candidate: Candidate, items) -> float:
+        return sum(self.scores_of(candidate, items)) / len(items) if items else 0.0
+
+    def scores_of(self, candidate: Candidate, items) -> list[float]:
+        """``candidate`` on each item, with its demos cut to the item's nearest when they are a pool."""
+        if self.nearest is None:
+            return self.plan.rt.item_scores(candidate, items)
+        return self._cut_scores([(candidate, item) for item in items])
+
+    def _cut_scores(self, pairs) -> list[float]:
         # Each item with the demos nearest to it; items that get the same demos are run together.
         rt = self.plan.rt
         groups: dict[str, tuple[Candidate, list]] = {}
-        picks = self.router.pick_vectors(self.plan._vectors_of(items))
-        for (key, example), pick in zip(items, picks):
-            cut = self.nearest.cut_candidate(experts[pick], example.inputs().toDict(), self.signatures)
+        for candidate, (key, example) in pairs:
+            cut = self.nearest.cut_candidate(candidate, example.inputs().toDict(), self.signatures)
             groups.setdefault(candidate_key(cut), (cut, []))[1].append((key, example))
         scored = rt.map(lambda group: list(zip([k for k, _ in group[1]], rt.item_scores(*group))),
                         list(groups.values()))
         scores = dict(pair for group in scored for pair in group)
-        return [scores[k] for k, _ in items]
+        return [scores[key] for _, (key, _) in pairs]
 
     def program(self, student: dspy.Module, texts: Candidate) -> "Routed":
         return Routed([apply_candidate(student, c) for c in self.experts(texts)], self.router, self.nearest)

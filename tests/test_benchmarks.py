@@ -199,14 +199,14 @@ def test_a_resumed_cell_is_marked_and_its_tokens_kept_out_of_ratios(tmp_path):
     assert f"| yes | {run.code_version()} |" in md  # each cell line names the code that made it
 
 
-def test_fgo_route_shares_fgo_demos_units_and_pays_for_them(tmp_path):
+def test_fgo_route_shares_fgo_nearest_units_and_pays_for_them(tmp_path):
     out = tmp_path / "bench"
-    argv = ["--fake", "--methods", "fgo-demos,fgo-route,knn-fewshot", "--n-train", "1", "--n-val", "1", "--n-test", "1",
+    argv = ["--fake", "--methods", "fgo-nearest,fgo-route,knn-fewshot", "--n-train", "1", "--n-val", "1", "--n-test", "1",
             "--out", str(out)]
     assert run.main(argv) == 0
     fgo, route = (json.loads((out / "cells" / f"bbh15-predict-{m}-seed0.json").read_text())
-                  for m in ("fgo-demos", "fgo-route"))
-    assert route["shared_units_with"]["cell"] == "bbh15-predict-fgo-demos-seed0"
+                  for m in ("fgo-nearest", "fgo-route"))
+    assert route["shared_units_with"]["cell"] == "bbh15-predict-fgo-nearest-seed0"
     assert route["own_optimizer_usage"].get("calls", 0) == 0  # every partition and merge came from fgo's checkpoint
     assert route["compile_wall_s"] == round(route["own_compile_wall_s"] + fgo["compile_wall_s"], 1)
     assert route["optimizer_usage"]["calls"] == fgo["optimizer_usage"]["calls"]

@@ -110,7 +110,7 @@ def test_the_rescoring_tool_rebuilds_a_nearest_demos_program():
     assert accuracy(rebuilt, test, lm) == 1.0
 
 
-@pytest.mark.parametrize("settings", [dict(route=True), dict(route=False), dict(route="demos", max_demos=0),
+@pytest.mark.parametrize("settings", [dict(route=False), dict(route=True, max_demos=0), dict(route="demos", max_demos=0),
                                       dict(route="demos", nearest_demos="yes")])
 def test_nearest_demos_needs_routed_demos(settings):
     with pytest.raises(ValueError, match="nearest_demos"):
@@ -121,7 +121,9 @@ def test_routed_demos_are_nearest_demos_unless_turned_off():
     assert FGO(metric=exact, route="demos").nearest_demos is True  # the measured default (benchmarks/README.md)
     assert FGO(metric=exact, route="demos", nearest_demos=False).nearest_demos is False
     assert FGO(metric=exact, route="demos", max_demos=0).nearest_demos is False  # no demos: nothing to pool
-    assert FGO(metric=exact).nearest_demos is False and FGO(metric=exact, route=True).nearest_demos is False
+    assert FGO(metric=exact).nearest_demos is False  # no routed demos: one merged program's fixed demos
+    assert FGO(metric=exact, route=True).nearest_demos is True  # routed demos under route=True too
+    assert FGO(metric=exact, route=True, nearest_demos=False).nearest_demos is False
     fgo, _, _ = compile_fgo()
     assert fgo.report_.events["demo_pools"] == 2  # the default compile keeps pools
 

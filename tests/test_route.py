@@ -165,18 +165,38 @@ def test_a_react_agent_is_routed_and_stays_an_agent():
     assert accuracy(routed, trainset, task_lm) == 1.0
 
 
-def test_route_reuses_a_demo_routed_compiles_checkpoint(tmp_path):
+@pytest.mark.parametrize("nearest_demos", [False, True])
+def test_route_reuses_a_demo_routed_compiles_checkpoint(tmp_path, nearest_demos):
     """Routing is decided after the merge: a routed compile reuses every unit of a ``route="demos"``
     one, whose merges judged instructions with routed demos as its own do (this is how the
-    benchmark's fgo-route cell shares the fgo-demos cell's work)."""
+    benchmark's fgo-route cell shares the fgo-nearest cell's work)."""
     trainset = make_examples(CATS, per_category=6)
     compile_fgo(FakeLM(jealous_task), trainset, checkpoint_dir=tmp_path, route="demos",
-                nearest_demos=False)
+                nearest_demos=nearest_demos)
     optimizer = FakeLM(optimizer_respond)
     fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(jealous_task), prompt_model=optimizer, partition_by="category",
-              epochs=1, checkpoint_dir=tmp_path, route=True)
+              epochs=1, checkpoint_dir=tmp_path, route=True, nearest_demos=nearest_demos)
     routed = fgo.compile(dspy.Predict("question -> answer"), trainset=trainset)
     assert isinstance(routed, Routed) and optimizer.calls == 0  # every partition and merge came from disk
+
+
+def test_route_true_routes_instructions_with_each_partitions_nearest_demos(tmp_path):
+    """Under route=True demos are nearest demos by default: a routed specialist keeps its
+    partition's pool (each input sees its max_demos nearest), as the merged experts do."""
+    task_lm = FakeLM(jealous_task)
+    trainset = make_examples(CATS, per_category=6)
+    fgo, routed = compile_fgo(task_lm, trainset, route=True, max_demos=2)
+    assert fgo.nearest_demos and routed.nearest is not None and routed.nearest.k == 2
+    assert fgo.report_.events["partitions_routed"] >= 1
+    pools = [len(p.demos) for expert in routed.experts[:-1] for _, p in expert.named_predictors()]
+    assert min(pools) > 2  # every partition's expert, routed specialist included, holds a pool
+    unseen = make_examples(CATS, per_category=9)[6:]
+    assert accuracy(routed, unseen, task_lm) == 1.0
+    path = tmp_path / "routed.json"
+    routed.save(str(path))
+    loaded = load_routed(dspy.Predict("question -> answer"), path)
+    assert loaded.nearest is not None and loaded.dump_state() == routed.dump_state()
+    assert accuracy(loaded, unseen, task_lm) == 1.0
 
 
 @pytest.mark.parametrize("limit", [3, 40])
