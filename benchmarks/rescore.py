@@ -149,7 +149,6 @@ class Unscored(Exception):
 
     def __init__(self, questions: list[str]):
         super().__init__(f"{len(questions)} questions errored on all {ATTEMPTS} attempts: {', '.join(questions[:5])}")
-        self.questions = questions
 
 
 def score_every_question(program, task, setup: Setup) -> dict[str, float]:
@@ -283,10 +282,12 @@ def main(argv=None) -> int:
                                  *(["--fake"] if args.fake else [])])
     seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
     skipped, unscored, rescored, pending, later = [], [], [], [], []
+    read = set()  # the rescored files already in ``rescored``
     for cell in cells:
         path = dest / f"{cell['task']}-{config['program']}-{cell['method']}-seed{cell['seed']}.json"
         if path.exists():  # rescored by an earlier run: no model is started for it
             rescored.append(json.loads(path.read_text()))
+            read.add(path)
         elif seeds is not None and cell["seed"] not in seeds:
             later.append(path.stem)
         else:
@@ -310,15 +311,13 @@ def main(argv=None) -> int:
             result["code_version"] = version
             path.write_text(json.dumps(result, indent=2))
             rescored.append(result)
+            read.add(path)
             print(f"{path.stem}: {100 * result['test_accuracy']:.1f} % on {result['n_test']} questions "
                   f"(its own {cell['n_test']}: {100 * (result['same_questions_accuracy'] or 0):.1f} %, "
                   f"cell said {_percent(cell['test_accuracy'])})", flush=True)
     # Cells of other methods rescored here before (a run with --methods) stay in the summary.
-    done = {(r["method"], r["seed"]) for r in rescored}
-    for path in sorted(dest.glob(f"*-{config['program']}-*-seed*.json")):
-        earlier = json.loads(path.read_text())
-        if (earlier["method"], earlier["seed"]) not in done:
-            rescored.append(earlier)
+    for path in sorted(set(dest.glob(f"*-{config['program']}-*-seed*.json")) - read):
+        rescored.append(json.loads(path.read_text()))
     if args.compare_with:
         rescored += rescored_elsewhere(Path(args.compare_with), args.n_test, rescored)
     rows = summary(rescored, args.reference)
