@@ -287,7 +287,7 @@ class FGO(ReflectiveOptimizer):
         per_partition = demo_route is not None and selection["returned"] != "unoptimized"
         if per_partition:
             singles = demo_route.experts(chosen)  # one per partition, then the fallback
-            specialists = [demo_route.experts(leaf.candidate)[i] for i, leaf in enumerate(leaves)]
+            specialists = [demo_route.expert(leaf.candidate, i) for i, leaf in enumerate(leaves)]
             routed = demo_route.plan.decide(leaves, singles[:-1], specialists, demo_route.candidate_score)
             candidates = [*(c if r else e for c, r, e in zip(specialists, routed, singles)), singles[-1]]
             router, nearest = demo_route.router, demo_route.nearest

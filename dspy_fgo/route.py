@@ -253,8 +253,11 @@ class DemoRoute:
 
     def experts(self, texts: Candidate) -> list[Candidate]:
         """``texts`` with each partition's demos, then with the fallback's."""
-        plain = {k: v for k, v in texts.items() if is_text_key(k)}
-        return [{**plain, **demos} for demos in self.demos]
+        return [self.expert(texts, i) for i in range(len(self.demos))]
+
+    def expert(self, texts: Candidate, i: int) -> Candidate:
+        """``texts`` with partition ``i``'s demos (the fallback's for the last index)."""
+        return {**{k: v for k, v in texts.items() if is_text_key(k)}, **self.demos[i]}
 
     def score(self, texts: Candidate, items) -> float:
         return self.routed_score(self.experts(texts), items)
