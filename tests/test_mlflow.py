@@ -97,6 +97,19 @@ def test_a_compile_in_an_active_run_logs_params_metrics_and_artifacts(experiment
     assert (tmp_path / "fgo" / "merge_tree.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", folder
 
 
+def test_a_routed_compile_logs_its_routing(experiment):
+    from fakes import FakeLM
+    from test_route import compile_fgo, jealous_task
+
+    with mlflow.start_run() as run:
+        fgo, _ = compile_fgo(FakeLM(jealous_task), make_examples(["alpha", "beta"], 6), route=True)
+    logged = mlflow.get_run(run.info.run_id)
+    assert logged.data.params["fgo.route"] == "True"
+    assert logged.data.tags["fgo.returned"] == "routed"
+    assert logged.data.metrics["fgo.events.partitions_routed"] == fgo.report_.events["partitions_routed"] == 1
+    assert logged.data.metrics["fgo.score.selected"] == pytest.approx(fgo.report_.selection["scores"]["routed"])
+
+
 def test_a_second_compile_in_the_same_run_goes_to_a_nested_run(experiment, task_lm, prompt_lm):
     with mlflow.start_run() as run:
         compile_toy(task_lm, prompt_lm)

@@ -226,3 +226,38 @@ def test_a_user_embedder_routes_and_must_be_given_again_at_load(tmp_path):
         load_routed(dspy.Predict("question -> answer"), path)
     loaded = load_routed(dspy.Predict("question -> answer"), path, embedder=word_counts)
     assert [loaded.router.pick(ex.inputs()) for ex in trainset] == [routed.router.pick(ex.inputs()) for ex in trainset]
+
+
+def test_a_routed_call_shows_its_own_expert_in_inspect_history(capsys):
+    task_lm = FakeLM(jealous_task)
+    _, routed = compile_fgo(task_lm, make_examples(CATS, per_category=6), route=True)
+    with dspy.context(lm=task_lm):
+        for category in CATS:
+            routed(question=f"{category} question number 7 about {category} things")
+            system = task_lm.history[-1]["messages"][0]["content"]
+            assert set(RULE.findall(system)) == {category}  # the expert this input was routed to
+    dspy.inspect_history(n=1)
+    assert "RULE-beta" in capsys.readouterr().out
+
+
+class RuleInner(dspy.teleprompt.Teleprompter):
+    """An inner teleprompter that finds its partition's rule: the contradictory world again."""
+
+    def __init__(self, seed):
+        super().__init__()
+
+    def compile(self, student, *, trainset, valset=None):
+        program = student.deepcopy()
+        rule = f"RULE-{trainset[0].category}"
+        for _, predictor in program.named_predictors():
+            predictor.signature = predictor.signature.with_instructions(f"{predictor.signature.instructions} {rule}")
+        return program
+
+
+def test_route_true_routes_what_an_inner_teleprompter_found():
+    task_lm = FakeLM(jealous_task)
+    trainset, unseen = make_examples(CATS, per_category=6), make_examples(CATS, per_category=9)[6:]
+    fgo, routed = compile_fgo(task_lm, trainset, route=True, inner=RuleInner)
+    assert isinstance(routed, Routed) and fgo.report_.selection["returned"] == "routed"
+    assert fgo.report_.events["partitions_routed"] >= 1
+    assert accuracy(routed, unseen, task_lm) == 1.0
