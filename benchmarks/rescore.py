@@ -25,6 +25,7 @@ between seeds as well as the questions'. A difference whose interval holds 0 is 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -129,7 +130,13 @@ def node_cells(cells: list[dict], node_ids: list[int]) -> list[dict]:
 
 
 def question_key(example) -> str:
-    return f"{example.get('task', '')}/{example.get('id', example.get('question', ''))}"
+    """A test question's name across runs: BBH's task and id; a task whose examples carry neither
+    (UBL invoices) is named by a digest of its inputs."""
+    name = example.get("id", example.get("question"))
+    if name is None:
+        inputs = json.dumps(example.inputs().toDict(), sort_keys=True, default=str)
+        name = hashlib.sha256(inputs.encode()).hexdigest()[:16]
+    return f"{example.get('task', '')}/{name}"
 
 
 def first_per_group(examples, group_of, k: int) -> list:
@@ -158,6 +165,8 @@ def score_every_question(program, task, setup: Setup) -> dict[str, float]:
     import dspy
 
     scores, left = {}, list(task.test)
+    if len({question_key(ex) for ex in left}) < len(left):
+        raise ValueError("two test questions share a name (question_key): their scores would overwrite each other")
     for attempt in range(ATTEMPTS):
         if attempt:
             print(f"{len(left)} questions errored: asking them again in {RETRY_PAUSE} s", flush=True)

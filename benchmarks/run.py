@@ -91,15 +91,16 @@ def models(args):
                              "server": "xllamacpp, 2 threads, 2 slots x 8192 tokens"}
 
 
-def code_version() -> str | None:
+def code_version(root: Path | None = None) -> str | None:
     """The git commit the run used, marked "+dirty" if tracked files were edited; None outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
-        # Results written by a run in flight (cells, checkpoints) are not code: they do not make it dirty.
+        # Results written by a run in flight (cells, checkpoints) and docs edited meanwhile are not
+        # code: they do not make it dirty.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!benchmarks/results"], cwd=root,
+                                ":!benchmarks/results", ":!*.md"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

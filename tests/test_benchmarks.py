@@ -144,6 +144,25 @@ def test_code_version_names_the_checked_out_commit():
     assert version is not None and version.split("+")[0] == head
 
 
+def test_code_version_is_dirty_for_edited_code_not_for_edited_docs(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "README.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    (tmp_path / "docs" / "README.md").write_text("new\n")
+    assert "+dirty" not in run.code_version(tmp_path)
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert run.code_version(tmp_path).endswith("+dirty")
+
+
 def test_the_agent_task_stops_its_model_at_an_invented_observation(tmp_path):
     out = tmp_path / "bench"
     argv = ["--fake", "--tasks", "ubl-agent", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1",

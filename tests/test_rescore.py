@@ -191,3 +191,19 @@ def test_a_run_for_some_methods_keeps_the_others_rescored_cells_in_the_summary(t
     summary = json.loads((out / "rescore-n2" / "summary.json").read_text())
     assert {r["method"] for r in summary["rows"]} == {"unoptimized", "fgo"}
     assert "verdict" in next(r for r in summary["rows"] if r["method"] == "fgo")
+
+
+def test_ubl_invoices_are_rescored_one_by_one(tmp_path):
+    # UBL examples have no BBH task or id: each invoice is still its own question, not one shared key.
+    out = tmp_path / "bench"
+    run.main(["--fake", "--tasks", "ubl", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1",
+              "--n-test", "1", "--out", str(out)])
+    assert rescore.main(["--fake", "--out", str(out), "--n-test", "2", "--reference", "unoptimized"]) == 0
+    result = json.loads((out / "rescore-n2" / "ubl-predict-unoptimized-seed0.json").read_text())
+    assert result["n_test"] == len(result["scores"]) == 2 * 4  # two invoices per layout
+
+
+def test_two_questions_with_one_name_are_refused():
+    task = type("T", (), {"test": [dspy.Example(document="same").with_inputs("document")] * 2})()
+    with pytest.raises(ValueError, match="share a name"):
+        rescore.score_every_question(None, task, None)
