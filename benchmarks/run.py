@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import subprocess
@@ -67,9 +68,29 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def no_straggler_copies() -> None:
+    """DSPy's evaluator sends a second copy of a call still running after 120 s once at most 3 are
+    left. On the 2-slot local server a whole-invoice call takes about that long, so the copy slows
+    the original down and both are billed. Every baseline evaluates through it (MIPROv2's trials,
+    every test pass) and FGO's own thread pool does not: off here, for every method alike."""
+    evaluate = importlib.import_module("dspy.evaluate.evaluate")
+    if getattr(evaluate.ParallelExecutor, "one_copy", False):
+        return
+
+    class OneCopy(evaluate.ParallelExecutor):
+        one_copy = True
+
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("timeout", 0)  # 0: DSPy never re-sends a call
+            super().__init__(*args, **kwargs)
+
+    evaluate.ParallelExecutor = OneCopy
+
+
 @contextlib.contextmanager
 def models(args):
     """(task LM, prompt LM, description) for this run; starts and stops the local server if needed."""
+    no_straggler_copies()
     if args.fake:
         from benchmarks.smoke import fake_lms
 

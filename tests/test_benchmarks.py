@@ -163,6 +163,14 @@ def test_code_version_is_dirty_for_edited_code_not_for_edited_docs(tmp_path):
     assert run.code_version(tmp_path).endswith("+dirty")
 
 
+def test_benchmark_evaluations_never_send_a_second_copy_of_a_slow_call():
+    import importlib
+
+    with run.models(run.parse_args(["--fake"])):
+        executor = importlib.import_module("dspy.evaluate.evaluate").ParallelExecutor(num_threads=2)
+    assert executor.timeout == 0  # DSPy's default (120 s) re-sends stragglers: UBL's calls take that long
+
+
 def test_the_agent_task_stops_its_model_at_an_invented_observation(tmp_path):
     out = tmp_path / "bench"
     argv = ["--fake", "--tasks", "ubl-agent", "--methods", "unoptimized", "--n-train", "1", "--n-val", "1",
