@@ -102,8 +102,8 @@ def attempt(directory: str, latency: float, kill_after: int | None) -> dict:
 
     task, optimizer = world_lm("fake/task", latency), world_lm("fake/optimizer", latency, kill_after)
     fgo = FGO(metric=lambda ex, pred, trace=None: ex.answer == pred.answer, partition_by="category",
-              task_model=task, prompt_model=optimizer, epochs=EPOCHS, max_demos=0, checkpoint_dir=directory,
-              fix_share=1.0)  # every epoch writes and accepts: there is an epoch in flight to kill
+              task_model=task, prompt_model=optimizer, epochs=EPOCHS, max_demos=0, checkpoint_dir=directory)
+    # every epoch writes and accepts: there is an epoch in flight to kill
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=examples(2),
                           valset=examples(EPOCHS + 1, "held out"))
     return {"optimizer_calls": optimizer.calls, "candidate": read_candidate(program),

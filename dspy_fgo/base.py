@@ -23,6 +23,8 @@ from dspy_fgo.tools import agents
 
 logger = logging.getLogger("dspy_fgo")
 
+UNCHANGED = "instructions unchanged"  # FGO's final-check reference: the user's instructions
+
 
 @dataclass
 class Session:
@@ -95,6 +97,7 @@ class ReflectiveOptimizer(Teleprompter):
         max_cost: float | None = None,
         optimize_tools: bool = False,
         progress: bool | None = None,
+        success_threshold: float = 0.5,
     ):
         super().__init__()
         if not callable(metric):
@@ -115,6 +118,10 @@ class ReflectiveOptimizer(Teleprompter):
         for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
             if lm is not None and not isinstance(lm, dspy.BaseLM):
                 raise TypeError(f"{name} must be a dspy.LM (or dspy.BaseLM); got {type(lm).__name__}")
+        if (isinstance(success_threshold, bool) or not isinstance(success_threshold, (int, float))
+                or not 0 < success_threshold <= 1):
+            raise ValueError(f"success_threshold must be a score above 0 and at most 1; got {success_threshold!r}")
+        self.success_threshold = float(success_threshold)
         self.metric = metric
         self.epochs = epochs
         self.prompt_model = prompt_model
@@ -145,19 +152,23 @@ class ReflectiveOptimizer(Teleprompter):
         meters = Meters()
         rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
                      num_threads=self.num_threads, max_errors=self.max_errors,
-                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens, max_cost=self.max_cost)
+                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens, max_cost=self.max_cost,
+                     success_threshold=self.success_threshold)
         rt.progress = Progress(wanted(self.progress), meters)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,
                        budget=budget_for(prompt_lm, self.max_prompt_tokens), meters=meters, counters=Counters())
 
-    def _select(self, s: Session, entries: list[tuple[str, Candidate]], score=None) -> tuple[Candidate, dict]:
+    def _select(self, s: Session, entries: list[tuple[str, Candidate]], score=None,
+                reference: str | None = None) -> tuple[Candidate, dict]:
         """The best of ``entries`` (label, candidate), on the valset if given, else on the trainset;
         ``score(label, candidate, items)`` gives per-item scores when a candidate is not run as it is.
 
         List the optimizer's own entries first, in order of preference (shortest prompt first), and
-        the unoptimized program last as ``"unoptimized"``. The earliest entry that the best-scoring
-        one is not ``clearly_better`` than is returned (the best itself when it beats every earlier
-        one by more than chance). The unoptimized program is returned only when it scores strictly best.
+        the unoptimized program last as ``"unoptimized"``. The best-scoring entry (the earliest of
+        equals) is returned, except that given a ``reference`` entry (FGO's: the user's instructions
+        with its demos, the smallest change), the best must be ``clearly_better`` than it, or the
+        reference is returned: the whole valset is where a paired test can confirm a change. The
+        unoptimized program is returned only when it scores strictly best.
         """
         if s.rt.exhausted():
             label = entries[0][0]
@@ -175,12 +186,14 @@ class ReflectiveOptimizer(Teleprompter):
                 s.progress.advance(**{label: f"{scores[label]:.2f}"})
         optimized = [label for label, _ in entries if label != "unoptimized"] or [entries[0][0]]
         best = max(optimized, key=scores.get)  # the first max wins
-        # The earliest-listed entry the best does not clearly beat: the best of several on a few dozen
-        # examples often wins by chance, and an earlier (shorter) prompt is paid less on every call.
-        pick = next(label for label in optimized if label == best or not clearly_better(runs[best], runs[label]))
+        # The best of several on a few dozen examples often wins by chance: a change of instructions
+        # is returned only when it clearly beats the instructions it would replace.
+        pick = best
+        if reference is not None and best != reference and not clearly_better(runs[best], runs[reference]):
+            pick = reference
         if pick == best:
             reason = f"{best} scored best on the {on}" + (
-                "" if best == optimized[0] else f", clearly above {optimized[0]}'s {scores[optimized[0]]:.3f}")
+                f", clearly above {reference}'s {scores[reference]:.3f}" if reference and best != reference else "")
         else:
             wins = sum(a > b for a, b in zip(runs[best], runs[pick]))
             losses = sum(a < b for a, b in zip(runs[best], runs[pick]))

@@ -28,7 +28,7 @@ from dspy_fgo.runtime import Trajectory
 
 def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int,
                     program: dspy.Module | None = None, balance: bool = True, counters=None) -> Candidate:
-    """Up to ``max_demos`` demos per predictor: from runs that scored 1, then (given ``program``, to
+    """Up to ``max_demos`` demos per predictor: from solved runs (``Trajectory.solved``), then (given ``program``, to
     read its signatures) labeled examples of failed runs.
 
     Returns only the demo keys it sets; an empty dict when there is nothing to show. The shortest
@@ -42,7 +42,7 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
     solved: dict[str, list[Demo]] = {name: [] for name in predictors}
     labeled: dict[str, list[Demo]] = {name: [] for name in predictors}
     for trajectory in trajectories:
-        if trajectory.score < 1.0 or trajectory.error:
+        if not trajectory.solved:
             continue
         for step in trajectory.steps:
             if step.predictor in solved:
@@ -52,7 +52,7 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
     if program is not None:
         signatures = {name: p.signature for name, p in program.named_predictors()}
         for trajectory in trajectories:
-            if trajectory.score >= 1.0 and not trajectory.error:
+            if trajectory.solved:
                 continue
             example = trajectory.example.toDict()
             for name in predictors:

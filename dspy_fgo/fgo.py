@@ -9,7 +9,7 @@ from typing import Callable
 import dspy
 
 from dspy_fgo.accounting import Counters
-from dspy_fgo.base import ReflectiveOptimizer, check_int
+from dspy_fgo.base import UNCHANGED, ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
 from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
 from dspy_fgo.embed import Embedding
@@ -23,7 +23,7 @@ from dspy_fgo.reflect import learning_runs, optimize_module, result_from_dict, r
 from dspy_fgo.report import PartitionReport
 from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
 from dspy_fgo.runtime import PRIORITY
-from dspy_fgo.significance import FIX_SHARE, Z
+from dspy_fgo.significance import Z
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -37,6 +37,9 @@ class FGO(ReflectiveOptimizer):
     Args:
         metric: ``metric(example, prediction, trace=None)`` returning a bool or a float in [0, 1]
             (or ``dspy.Prediction(score=..., feedback=...)``; the feedback is shown to the optimizer).
+        success_threshold: a run scoring at least this is solved: it may become a demo, and the
+            optimizer learns from the runs below it; default 0.5 (for a 0/1 metric any value in
+            (0, 1] is the same; with F1, ROUGE or a judge's score, set what counts as right).
         partition_by: ``None`` (cluster the inputs' text), ``"random"``, a field name, a callable
             ``example -> key``, or a ``dspy_fgo.Partitioner``.
         n_partitions: partitions for ``None``/``"random"`` (default about sqrt(len(trainset)), 2 to 8).
@@ -62,18 +65,18 @@ class FGO(ReflectiveOptimizer):
         balance_demos: give each distinct gold answer the same number of a partition's demos (as
             many as its rarest answer has), where answers repeat: demos that mostly share one answer
             pull the model towards it (``dspy_fgo.demos``). ``False``: the shortest, whatever they say.
-        proposals: instructions proposed per epoch; the best is accepted only when it is clearly
-            better than the current one on the partition's held-out examples (a paired sign test),
-            and none is written where it could pass only by fixing more than ``fix_share`` of them.
-        fix_share: proposals are written only where one that fixes this share of the held-out
-            examples the current candidate misses, breaking none, would pass ``accept_z``'s test;
-            default 0.5: a partition with four checks then writes none (it would have to fix three of
-            three or four), one missing six or more does. ``1.0`` writes them wherever a perfect
-            proposal could pass. Demos are still taken and validated where no proposal is written.
-        accept_z: how many standard deviations (paired sign test) a partition's held-out gain must
-            reach for a proposal to replace its current candidate; default 1.645 (one-sided 95 %,
-            the final check's). ``0`` accepts any gain, as the paper does: for a strong proposer on
-            partitions too small for any test (fewer than 3 held-out examples each).
+        proposals: instructions proposed per epoch (distinct rollouts), and merged texts asked per
+            merge node; the best-scoring on the held-out examples is kept unless it scores below the
+            current one or is clearly worse (``accept_z``). A partition's few checks only rank the
+            proposals: the merge nodes (the union of their children's checks) and the final check
+            (the whole valset, a paired sign test against the unchanged instructions) confirm a gain.
+        min_failures: a partition writes proposals while its current candidate fails at least this
+            many of its runs (learning runs and held-out checks); default 1: wherever there is
+            something to learn. Raise it to spend no optimizer calls on nearly solved partitions
+            (``partitions_without_failures`` counts those that stopped so).
+        accept_z: how many standard deviations (paired sign test) worse on a partition's held-out
+            examples its demos or best proposal must be to be refused; default 1.645 (one-sided 95 %,
+            the final check's). ``0`` refuses any loss.
         checkpoint_dir: write each partition's state after every epoch, and each finished partition
             and merge node, there (atomic JSON); rerunning the same compile resumes without redoing
             them: at most the epoch in flight of each partition in flight. Other data or settings
@@ -125,16 +128,15 @@ class FGO(ReflectiveOptimizer):
         route: bool | str = False,
         nearest_demos: bool | None = None,
         accept_z: float = Z,
-        fix_share: float = FIX_SHARE,
+        min_failures: int = 1,
         **settings,
     ):
         super().__init__(metric, **settings)
         if isinstance(accept_z, bool) or not isinstance(accept_z, (int, float)) or not 0 <= accept_z <= 10:
             raise ValueError(f"accept_z must be a number from 0 (any gain) to 10; got {accept_z!r}")
         self.accept_z = float(accept_z)
-        if isinstance(fix_share, bool) or not isinstance(fix_share, (int, float)) or not 0 < fix_share <= 1:
-            raise ValueError(f"fix_share must be a share above 0 and at most 1; got {fix_share!r}")
-        self.fix_share = float(fix_share)
+        check_int("min_failures", min_failures, 1)
+        self.min_failures = min_failures
         check_int("max_demos", max_demos, 0)
         check_int("proposals", proposals, 1)
         self.max_demos = max_demos
@@ -218,7 +220,8 @@ class FGO(ReflectiveOptimizer):
                          "then validates on the union of their held-out examples")
         merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
-                                  max_demos=0 if self.inner else self.max_demos, checkpoint=checkpoint,
+                                  max_demos=0 if self.inner else self.max_demos, asks=self.proposals,
+                                  checkpoint=checkpoint,
                                   score=demo_route.score if demo_route else None,
                                   scored_as=demo_route.kind if demo_route else None)
         s.progress.stage("FGO: merging", unit="merge")
@@ -255,19 +258,21 @@ class FGO(ReflectiveOptimizer):
         return program
 
     def _final_check(self, s, student, start, root, nodes, demo_route):
-        """The root against what it was built from: the shortest prompt (every call pays for it) that the
-        best does not clearly beat is returned; the original program only when it scores strictly best."""
+        """The root against what it was built from and against the user's own instructions with the
+        root's demos: the shortest prompt (every call pays for it) that the best does not clearly beat
+        is returned; the original program only when it scores strictly best. Here, on the whole
+        valset, a paired test can confirm what the partitions' few checks could only rank."""
         entries = [("root", root.candidate)] + [(f"node {c}", nodes[c].candidate) for c in root.children]
-        if demo_route is not None:  # the user's own instructions with the routed demos: the smallest change
-            entries.append(("instructions unchanged", {k: v for k, v in start.items() if is_text_key(k)}))
+        # The reference a change must clearly beat: the user's instructions, with the root's demos.
+        entries.append((UNCHANGED, {**root.candidate, **{k: v for k, v in start.items() if is_text_key(k)}}))
         if not s.rt.exhausted():  # out of budget there is no comparison: the root is returned
             entries.sort(key=lambda entry: prompt_size(entry[1]))
         entries.append(("unoptimized", start))
         if demo_route is None:
-            chosen, selection = self._select(s, entries)
+            chosen, selection = self._select(s, entries, reference=UNCHANGED)
             return chosen, apply_candidate(student, chosen), selection
         # The optimized entries run with routed demos; the unoptimized program as it is.
-        chosen, selection = self._select(s, entries, score=lambda label, c, items: (
+        chosen, selection = self._select(s, entries, reference=UNCHANGED, score=lambda label, c, items: (
             s.rt.item_scores(c, items) if label == "unoptimized" else demo_route.item_scores(c, items)))
         program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
                    else demo_route.program(student, chosen))
@@ -404,7 +409,7 @@ class FGO(ReflectiveOptimizer):
         return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
                     critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
                     balance_demos=self.balance_demos,
-                    accept_z=self.accept_z, fix_share=self.fix_share)
+                    accept_z=self.accept_z, min_failures=self.min_failures)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

@@ -28,8 +28,8 @@ TASK_SAMPLE = 5  # examples the task description is inferred from
 
 def pick_for_critique(trajectories: Sequence[Trajectory], successes: int) -> list[Trajectory]:
     """All failures, and the first few successes so the optimizer also learns what works."""
-    failures = [t for t in trajectories if t.score < 1.0]
-    wins = [t for t in trajectories if t.score >= 1.0][:successes]
+    failures = [t for t in trajectories if not t.solved]
+    wins = [t for t in trajectories if t.solved][:successes]
     return failures + wins
 
 
@@ -116,8 +116,8 @@ def lessons_from_runs(rt: Runtime, candidate: Candidate, trajectories: Sequence[
 def exemplar_runs(trajectories: Sequence[Trajectory], epoch: int, budget: Budget, counters: Counters,
                   count: int = 2) -> str:
     """At most ``count`` runs for the rewrite to look at, a failure first, rotated across epochs."""
-    failures = [t for t in trajectories if t.score < 1.0]
-    wins = [t for t in trajectories if t.score >= 1.0]
+    failures = [t for t in trajectories if not t.solved]
+    wins = [t for t in trajectories if t.solved]
     picked = []
     for pool in (failures, wins):
         if pool and len(picked) < count:

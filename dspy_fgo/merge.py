@@ -1,13 +1,13 @@
 """Merge: the paper's Algorithm 2, progressive module merging.
 
-Optimized candidates are embedded; a group of at most ``t`` is merged by one LLM call per
-predictor that sees each candidate's text and its score; a larger group is clustered into
+Optimized candidates are embedded; a group of at most ``t`` is merged by LLM calls (one per
+predictor, asked ``asks`` times as distinct rollouts) that see each candidate's text and its score; a larger group is clustered into
 floor(sqrt(n)) clusters, each merged recursively, and the cluster results are merged the same
 way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
 paper's ablation that merges everything at once). Every merged node is validated on the union of
 its children's checks (the held-out examples their partitions were judged on) against a candidate
 that costs no call, the best child's texts with every child's demos pooled (up to ``max_demos``):
-the better of the two is accepted only when it scores at least as well there as the best child;
+the best of them is accepted only when it scores at least as well there as the best child;
 otherwise the node keeps its best child. A small optimizer's merge is trusted only as far as the evidence goes.
 """
 
@@ -33,7 +33,8 @@ from dspy_fgo.signatures import MergeInstructions
 
 logger = logging.getLogger("dspy_fgo")
 
-MERGE_GROWTH = 1.3  # a merged text may be at most this times its longest child's
+MERGE_ROOM = 1.1  # a merged text may be at most this times its children's texts together
+
 
 
 @dataclass
@@ -104,11 +105,12 @@ class ProgressiveMerge:
         counters: Counters,
         seed: int,
         max_demos: int = 0,
+        asks: int = 1,
         checkpoint: Checkpoint | None = None,
         score: Callable[[Candidate, Sequence], float] | None = None,
         scored_as: str | None = None,
     ):
-        self.checkpoint, self.max_demos = checkpoint, max_demos
+        self.checkpoint, self.max_demos, self.asks = checkpoint, max_demos, asks
         # ``score`` replaces ``rt.score`` when the demos are routed (``route.DemoRoute``): candidates are
         # then instruction texts only, and each check runs with its own partition's demos. ``scored_as``
         # names how (``DemoRoute.kind``): it keys the saved nodes, so a node scored one way is never
@@ -191,16 +193,20 @@ class ProgressiveMerge:
             return {k: chosen.get(k, pooled.get(k, next(n.candidate[k] for n in ranked if k in n.candidate)))
                     for k in keys}
 
-        # Cheapest first, so a tie keeps the candidate no optimizer wrote. On BBH-15 a second ask of the
-        # merge won at 2 of 25 nodes whose texts differed: it is not made.
+        # Several asks (distinct
+        # rollouts), all scored on the same checks: an optimizer right half the time then still
+        # yields the right merge most of the time.
         options = [("identical" if not texts else "pooled_demos", with_texts({}))] if pooled or not texts else []
-        calls = 0
-        if texts:
-            options.append(("llm_merge", with_texts(dict(zip(texts, self.rt.map(
-                lambda name: self._merge_text(name, nodes, events), texts))))))
-            calls = len(texts)
+        asks = [(ask, name) for ask in range(self.asks) for name in texts]
+        merged = self.rt.map(lambda job: self._merge_text(job[1], nodes, events, rollout=job[0]), asks)
+        for ask in range(self.asks if texts else 0):
+            option = with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
+            if all(option != other for _, other in options):
+                options.append(("llm_merge", option))
+        calls = len(asks)
         scores = self.rt.map(lambda option: self.score(option[1], items), options)
-        won = max(range(len(options)), key=lambda i: (scores[i], -i), default=None)
+        # A tie on the union is noise: the merged text, which carries every child's rules, wins it.
+        won = max(range(len(options)), key=lambda i: (scores[i], i), default=None)
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
                   "attempted": [label for label, _ in options]}
         if won is not None and scores[won] >= child_scores[best]:
@@ -208,7 +214,7 @@ class ProgressiveMerge:
         events.add("merges_lost_to_best_child")
         return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record}
 
-    def _merge_text(self, name: str, nodes: list[MergeNode], events: Counters) -> str:
+    def _merge_text(self, name: str, nodes: list[MergeNode], events: Counters, rollout: int = 0) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)
         nodes = [node for node in nodes if name in node.candidate]
         listing = "\n\n".join(
@@ -218,9 +224,12 @@ class ProgressiveMerge:
         )
         if any(len(node.candidate[name]) > per_item for node in nodes):
             events.add("prompts_clipped")
-        # Abstract, not concatenate: the merge may be at most a little longer than its longest child.
-        limit = max(200, int(MERGE_GROWTH * max(len(node.candidate[name]) for node in nodes)))
-        answer = self.rt.ask(MergeInstructions, rollout=0, step=describe_predictor(self.program, name),
+        # Abstract, never much longer than the children together (a tenth more, for the joins): rules
+        # that hold for one kind of input only must survive the merge, and the validation and the
+        # final check weigh the longer prompt's cost.
+        together = sum(len(node.candidate[name]) for node in nodes)
+        limit = min(self.budget.max_instruction_chars, max(200, int(MERGE_ROOM * together)))
+        answer = self.rt.ask(MergeInstructions, rollout=rollout, step=describe_predictor(self.program, name),
                              candidates=listing, length_limit=f"{limit} characters")
         merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget)
         if merged is not None and len(merged) > limit:

@@ -1,23 +1,27 @@
-"""Algorithm 1 of the paper, selecting on evidence: explore, learn lessons, propose, accept out of sample.
+"""Algorithm 1 of the paper, selecting on evidence: explore, learn lessons, propose, keep the best.
 
 Each partition's examples are split in two: the runs the optimizer learns from (``train``) and the
 examples a change is judged on (``checks``: the valset's examples of the partition's kind, or a
 held-out fold). One epoch critiques the current runs, distills the critiques into lessons, asks
 for several proposals (distinct rollouts, so DSPy's cache does not hand back the same text), and
-accepts the best one only when it is clearly better than the current candidate on the held-out
-examples (``significance.clearly_better``, a paired sign test: on four checks, one more right is
-chance), and writes them only where that test could accept one that fixes half the checks the
-candidate misses (``fix_share``): on four checks it never can, and the rewrites would be pure cost.
-A proposal is run first where the current one fails, and no further when it cannot pass there.
-A proposal is never judged on the examples it was written from: a small optimizer's text is
-trusted only as far as the evidence goes. Before the first epoch, successful runs become demos,
-with labeled examples of failed runs filling the room, kept unless they clearly lose on the checks.
-The runs the optimizer learns from are made without each example's own demo: with it, a run
-copies its answer from the prompt, every run "succeeds", and the critiques have nothing to find.
-A partition stops as soon as an epoch accepts nothing (its runs, and so its lessons, would be the
-same next epoch), and writes no proposal at all while its candidate misses fewer than about six
-checks (three with ``fix_share=1``): a proposal would have to fix all but a few of them to pass
-(``could_be_clearly_better``), and with a small optimizer the proposals were most of the cost.
+keeps the best-scoring one on the checks unless it is clearly worse than the current candidate
+there (``significance.clearly_better``, a paired sign test) or scores below it.
+
+A partition holds a few checks, too few to confirm a gain (on four, one more right is chance), so
+they are not asked to: they only rank the proposals and stop a clearly harmful one. The evidence
+that confirms a change is pooled further up: each merge node is validated on the union of its
+children's checks, and the final check compares the result with the unchanged instructions on
+the whole valset (``FGO._final_check``). A weak optimizer then costs calls, not accuracy.
+
+Every partition whose current candidate still fails some of its runs (``min_failures``) writes
+proposals; one that solves everything has nothing to learn and stops. An epoch that keeps nothing
+leaves the runs as they were, so the next one reuses its lessons and only asks again (new
+rollouts): a proposer right half the time gets another chance, at the price of the asks. A
+proposal is never judged on the examples it was written from. Before the first epoch, successful
+runs become demos, with labeled examples of failed runs filling the room, kept unless they clearly
+lose on the checks. The runs the optimizer learns from are made without each example's own demo:
+with it, a run copies its answer from the prompt, every run "succeeds", and the critiques have
+nothing to find.
 
 The paper's baselines (All-at-once, Batch-wise, Bootstrapping) use ``reflect_step``: the same
 lessons and rewrite, without the acceptance test, as in the paper.
@@ -32,14 +36,13 @@ import dspy
 
 from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
-from dspy_fgo.demos import demo_count, demos_from_runs, without_own_demos
+from dspy_fgo.demos import demo_count, demos_from_runs
 from dspy_fgo.guards import clean_instruction, copies_examples
 from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
 from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime, Trajectory, mean_score
-from dspy_fgo.screen import scores_if_it_can_win
 from dspy_fgo.signatures import RewriteInstruction
-from dspy_fgo.significance import FIX_SHARE, Z, clearly_better, could_be_clearly_better
+from dspy_fgo.significance import Z, clearly_better
 
 Items = Sequence[tuple[Any, dspy.Example]]
 
@@ -102,7 +105,7 @@ def optimize_module(
     balance_demos: bool = True,
     proposals: int = 3,
     accept_z: float = Z,
-    fix_share: float = FIX_SHARE,
+    min_failures: int = 1,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
@@ -131,41 +134,44 @@ def optimize_module(
 
     for epoch in range(history[-1].epoch + 1, epochs + 1):
         if stopped or rt.exhausted():
-            break  # converged, or no budget left
+            break  # nothing left to learn, or no budget left
         kept = rt.evaluate(current, checks)  # already run: no call
         old = [run.score for run in kept]
-        if not could_be_clearly_better(old, accept_z):
-            counters.add("partitions_without_room")  # too few checks missed for any proposal to pass
-            break
-        if not could_be_clearly_better(old, accept_z, fix_share):
-            counters.add("partitions_with_too_few_checks")  # only a near-perfect proposal could pass
-            break
         if runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
             runs = learning_runs(rt, current, train)
             if history[-1].train_score is None:
                 history[-1].train_score = mean_score(runs)
+        if sum(not run.solved for run in [*runs, *kept]) < min_failures:
+            counters.add("partitions_without_failures")  # nothing left to learn from
+            stopped = True
+            save(_state(history, task, baseline, stopped))
+            break
         if not task:
             task = describe_task(rt, program, current, train, budget)
-        lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes, critique_mode)
+        if _kept_nothing(history[-1]):  # the same runs as last epoch, so the same lessons: new asks only
+            lessons, critiqued = history[-1].lessons, 0
+        else:
+            lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes,
+                                                   critique_mode)
         shown = exemplar_runs(runs, epoch, budget, counters)
         texts = rt.map(lambda i: propose(rt, program, current, task, history, lessons, shown, budget, counters,
                                          examples, rollout=(epoch - 1) * proposals + i), range(proposals))
         fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
         counters.add("proposals_made", len(fresh))
-        runs_of = rt.map(lambda t: scores_if_it_can_win(rt, dict(t), checks, kept, accept_z), fresh)
-        scores = [None if r is None else sum(r) / len(r) for r in runs_of]
-        # Accepted only when clearly better (a paired sign test): one more right of four is chance.
-        winners = [i for i, r in enumerate(runs_of) if r is not None and clearly_better(r, old, accept_z)]
-        best = max(winners, key=lambda i: scores[i], default=None)
-        accepted = best is not None
+        runs_of = rt.map(lambda t: rt.item_scores(dict(t), checks), fresh)
+        scores = [sum(r) / len(r) for r in runs_of]
+        best = max(range(len(fresh)), key=lambda i: scores[i], default=None)  # the first of equals
+        # The checks rank the proposals; they are too few to confirm a gain (the merge nodes and the
+        # final check pool the evidence), so the best is kept unless it scores below the current
+        # candidate or is clearly worse than it (a paired sign test, as for demos).
+        accepted = (best is not None and scores[best] >= score
+                    and not clearly_better(old, runs_of[best], accept_z))
         records = []
         for i, text in enumerate(fresh):
             won = accepted and i == best
             counters.add("proposals_accepted" if won else "proposals_rejected_out_of_sample")
-            if scores[i] is None:
-                counters.add("proposals_screened_out")
             records.append({"kind": "instruction", "score": scores[i], "accepted": won,
-                            "reason": _verdict(won, scores[i], score, "clearly better"),
+                            "reason": _verdict(won, scores[i], score, "the best, not below the current"),
                             "text": clip(_instructions(dict(text)), 600)})
         if accepted:
             current, score, runs = dict(fresh[best]), scores[best], None
@@ -174,8 +180,7 @@ def optimize_module(
                                    proposals=records))
         rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
         if not accepted:
-            counters.add("partitions_converged")
-            stopped = True  # its runs, and so its lessons, would be the same next epoch
+            counters.add("epochs_without_change")  # the next epoch asks again: new rollouts, new texts
         save(_state(history, task, baseline, stopped))
     return ReflectResult(candidate=current, score=score, baseline_score=baseline, history=history,
                          task_description=task, checks=[k for k, _ in checks])
@@ -214,7 +219,13 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_
 def learning_runs(rt: Runtime, candidate: Candidate, train: Items) -> list:
     """The candidate's runs on ``train``, each made without the example's own demo, so that the
     critiques see how the program does on an input whose answer it was not shown."""
-    return rt.map(lambda item: rt.evaluate(without_own_demos(candidate, item[1]), [item])[0], train)
+    return rt.evaluate(candidate, train)  # each run without its own demo (``Runtime.evaluate``)
+
+
+def _kept_nothing(record: EpochRecord) -> bool:
+    """True when ``record`` is an epoch that asked for proposals and kept none."""
+    return record.epoch > 0 and bool(record.lessons) and not any(
+        p["accepted"] for p in record.proposals if p["kind"] == "instruction")
 
 
 def _state(history: list[EpochRecord], task: str, baseline: float, stopped: bool) -> dict:
@@ -304,12 +315,9 @@ def _instructions(candidate: Candidate) -> str:
     return "\n".join(f"[{k}] {v}" for k, v in candidate.items() if is_text_key(k))
 
 
-def _held_out(score: float | None) -> str:
-    return ("cannot be clearly better even where the kept one fails: the rest not run" if score is None
-            else f"held-out score {score:.2f}")
+def _held_out(score: float) -> str:
+    return f"held-out score {score:.2f}"
 
 
-def _verdict(accepted: bool, new: float | None, old: float, rule: str) -> str:
-    if new is None:
-        return f"rejected: {_held_out(None)}"
+def _verdict(accepted: bool, new: float, old: float, rule: str) -> str:
     return f"{'accepted' if accepted else 'rejected'}: held-out {new:.2f} vs {old:.2f} (needs {rule})"

@@ -80,6 +80,11 @@ class Trajectory:
     score: float = 0.0
     feedback: str | None = None  # from a metric that returns dspy.Prediction(score=..., feedback=...)
     error: str | None = None
+    solved: bool | None = None  # scored at least the optimizer's ``success_threshold`` (default 1) without error
+
+    def __post_init__(self):
+        if self.solved is None:
+            self.solved = self.score >= 1.0 and self.error is None
 
 
 def score_of(result: Any) -> tuple[float, str | None]:
@@ -103,8 +108,10 @@ class Runtime:
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
         max_cost: float | None = None,
+        success_threshold: float = 1.0,
     ):
         self.student = student
+        self.success_threshold = success_threshold
         self.metric = metric
         self.task_lm = task_lm
         self.prompt_lm = prompt_lm
@@ -135,7 +142,8 @@ class Runtime:
         return {"student": self.student, "metric": self.metric, "task_lm": self.task_lm, "prompt_lm": self.prompt_lm,
                 "num_threads": self.num_threads, "max_errors": self.max_errors,
                 "max_lm_calls": left(self.max_lm_calls, calls), "max_tokens": left(self.max_tokens, tokens),
-                "max_cost": left(self.max_cost, cost)}
+                "max_cost": left(self.max_cost, cost),
+                "success_threshold": self.success_threshold}
 
     # -- budgets ---------------------------------------------------------------------------
     def exhausted(self) -> bool:
@@ -170,14 +178,24 @@ class Runtime:
 
     # -- the task model --------------------------------------------------------------------
     def evaluate(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> list[Trajectory]:
-        """Run the candidate on each (key, example) and score it; cached per (candidate, key)."""
+        """Run the candidate on each (key, example) and score it; cached per (candidate, key).
+
+        Each example runs without its own demo, wherever the score is taken: shown its answer, a
+        run copies it, and a candidate carrying training examples as demos would score as solved
+        the very examples it was built from."""
+        from dspy_fgo.demos import without_own_demos  # demos reads Trajectory from here
+
         ckey = candidate_key(candidate)
         todo = [(k, ex) for k, ex in items if (ckey, k) not in self._cache]
-        if todo:
-            program = apply_candidate(self.student, candidate)
+        by_program: dict[str, tuple[Candidate, list]] = {}
+        for k, ex in todo:
+            own = without_own_demos(candidate, ex)
+            by_program.setdefault(candidate_key(own), (own, []))[1].append((k, ex))
+        for variant, group in by_program.values():
+            program = apply_candidate(self.student, variant)
             names = {id(p): n for n, p in program.named_predictors()}
             with self.meters.metered("task", self.task_lm):
-                done = self.map(lambda item: self._run_one(program, names, *item), todo)
+                done = self.map(lambda item: self._run_one(program, names, *item), group)
             with self._lock:
                 for trajectory in done:
                     self._cache[(ckey, trajectory.key)] = trajectory
@@ -207,6 +225,7 @@ class Runtime:
             return trajectory
         try:
             trajectory.score, trajectory.feedback = score_of(self.metric(example, prediction, None))
+            trajectory.solved = trajectory.score >= self.success_threshold
         except Exception as exc:
             trajectory.error = f"metric raised {type(exc).__name__}: {exc}"
             logger.debug("metric failed on example %s: %s", key, trajectory.error)

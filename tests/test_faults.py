@@ -132,7 +132,7 @@ def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
     report = compile_with(persistent)
     assert report.events["program_errors"] >= len(trainset)  # every run failed after its retries...
     assert persistent.requests > report.usage["task"]["calls"]  # ...which were tried more than once
-    assert report.selection["returned"] in ("root", "unoptimized")  # and the compile still returned a program
+    assert report.selection["returned"] in ("root", "instructions unchanged", "unoptimized")  # and the compile still returned a program
 
 
 def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
