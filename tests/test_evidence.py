@@ -363,3 +363,27 @@ def test_a_partition_that_fails_only_where_it_learns_still_asks():
     fgo.compile(dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha")),
                 trainset=make_examples(["alpha"], per_category=6))
     assert prompt.calls == 0 and fgo.report_.events["partitions_without_failures"] == 1
+
+
+def test_a_float_metric_counts_a_run_as_solved_from_success_threshold():
+    # An F1-like metric: 0.8 for the right answer. At the default threshold (0.5) those runs are
+    # solved: they become demos and leave nothing to learn. At 1.0 every run is a failure.
+    def f1_like(example, prediction, trace=None):
+        return 0.8 if prediction.answer == example.answer else 0.0
+
+    student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
+    for threshold, solved in ((None, True), (1.0, False)):
+        prompt = FakeLM(optimizer_respond, model="fake/optimizer")
+        settings = {} if threshold is None else {"success_threshold": threshold}
+        fgo = FGO(metric=f1_like, task_model=FakeLM(task_respond, model="fake/task"), prompt_model=prompt,
+                  partition_by="category", epochs=1, max_demos=2, **settings)
+        program = fgo.compile(student, trainset=make_examples(["alpha"], per_category=6))
+        demos = json.loads(read_candidate(program).get("self::demos", "[]"))
+        assert any(d.get("augmented") for d in demos) is solved  # demos of solved runs
+        assert (prompt.calls == 0) is solved
+
+
+def test_success_threshold_must_be_a_score():
+    for bad in (0, -0.5, 1.5, "high", True, None):
+        with pytest.raises(ValueError, match="success_threshold"):
+            FGO(metric=exact, success_threshold=bad)
