@@ -16,6 +16,7 @@ change (``dspy_fgo.reflect``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Sequence
 
@@ -46,7 +47,8 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             continue
         for step in trajectory.steps:
             if step.predictor in solved:
-                demo = {**plain_values(step.inputs), **plain_values(step.outputs), "augmented": True}
+                demo = {**plain_values(step.inputs), **plain_values(step.outputs), "augmented": True,
+                        SOURCE: source_of(trajectory.example)}
                 kept = solved[step.predictor]
                 kept.append((demo, gold_answer(trajectory.example, step.outputs), (0, len(kept))))
     if program is not None:
@@ -58,7 +60,7 @@ def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], ma
             for name in predictors:
                 fields = list(signatures[name].fields) if name in signatures else []
                 if fields and all(f in example for f in fields):
-                    demo = plain_values({f: example[f] for f in fields})
+                    demo = {**plain_values({f: example[f] for f in fields}), SOURCE: source_of(trajectory.example)}
                     answer = gold_answer(trajectory.example, signatures[name].output_fields)
                     labeled[name].append((demo, answer, (1, len(labeled[name]))))
     found = {}
@@ -120,9 +122,24 @@ def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:
 
 
 def is_own_demo(demo: dict, inputs: dict) -> bool:
-    """Whether ``demo`` was made from the example with these ``inputs``: it has one of their fields
-    and agrees on every one it has."""
+    """Whether ``demo`` was made from the example with these ``inputs``: it names them as its
+    source (``SOURCE``: a later predictor's demo shares no field with the program's inputs), or it
+    has one of their fields and agrees on every one it has (a demo from elsewhere, or a duplicate)."""
+    if demo.get(SOURCE) == source_of(inputs):
+        return True
     return any(f in demo for f in inputs) and all(demo[f] == inputs[f] for f in inputs if f in demo)
+
+
+# The example a demo was made from, as a fingerprint of its inputs. Adapters format only the
+# signature's fields, so the key never reaches a prompt.
+SOURCE = "fgo_source"
+
+
+def source_of(example: dspy.Example | dict) -> str:
+    """A short fingerprint of an example's inputs (an Example, or the inputs as a dict)."""
+    inputs = example.inputs().toDict() if isinstance(example, dspy.Example) else example
+    blob = json.dumps(plain_values(inputs), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def demo_count(candidate: Candidate) -> int:

@@ -18,6 +18,8 @@ import dspy
 import numpy as np
 from sklearn.cluster import KMeans
 
+from dspy_fgo.space import Space, unit_centroids
+
 
 @dataclass
 class Partition:
@@ -215,11 +217,12 @@ def clusters_of(vectors: np.ndarray, k: int, method: str, seed: int) -> list[lis
 
 
 def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], trainset: Sequence[dspy.Example],
-                  valset: Sequence[dspy.Example], embed) -> list[list[int]]:
+                  valset: Sequence[dspy.Example], embedder: Callable | None = None) -> list[list[int]]:
     """For each partition, the positions of the valset examples of its kind: the same key when
-    partitioning by key, else (and for a key no partition has) the partition whose training inputs
-    are nearest on average (cosine to the centroid). These are the examples a partition's changes
-    are judged on, so none of them is ever shown to its optimizer."""
+    partitioning by key, else (and for a key no partition has) the partition the returned program
+    routes the example to: the highest cosine to the centroid of its training inputs, in the
+    routing space (``dspy_fgo.space``). These are the examples a partition's changes are judged on,
+    so none of them is ever shown to its optimizer."""
     owner = {i: p for p, part in enumerate(partitions) for i in part.indices}
     found: list[int | None] = [None] * len(valset)
     if isinstance(partitioner, ByKey):
@@ -233,10 +236,10 @@ def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], tra
                 found[j] = None
     missing = [j for j, p in enumerate(found) if p is None]
     if missing:
-        texts = [input_text(ex) for ex in trainset] + [input_text(valset[j]) for j in missing]
-        vectors = np.asarray(embed(texts))
-        centroids = np.stack([vectors[part.indices].mean(axis=0) for part in partitions])
-        nearest = (vectors[len(trainset):] @ centroids.T).argmax(axis=1)
+        space = Space.fit([input_text(ex) for ex in trainset], embedder)
+        train = space([input_text(ex) for ex in trainset])
+        centroids = unit_centroids([train[part.indices] for part in partitions])
+        nearest = (space([input_text(valset[j]) for j in missing]) @ centroids.T).argmax(axis=1)
         for j, p in zip(missing, nearest):
             found[j] = int(p)
     checks: list[list[int]] = [[] for _ in partitions]

@@ -222,7 +222,8 @@ class FGO(ReflectiveOptimizer):
                                   clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
                                   max_demos=0 if self.inner else self.max_demos, asks=self.proposals,
                                   checkpoint=checkpoint,
-                                  score=demo_route.score if demo_route else None,
+                                  item_scores=demo_route.item_scores if demo_route else None,
+                                  accept_z=self.accept_z,
                                   scored_as=demo_route.kind if demo_route else None)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
@@ -352,7 +353,7 @@ class FGO(ReflectiveOptimizer):
         groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed,
                                         **rollout)
         partitions, notes = pool_small(groups, self.min_partition_size)
-        checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, embed) if s.valset
+        checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, self.embedder) if s.valset
                   else [None] * len(partitions))
         return partitions, checks, notes
 

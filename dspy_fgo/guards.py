@@ -46,18 +46,18 @@ def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example
 
 def copies_numbers(proposal: str, current: str, examples: Sequence[dspy.Example],
                    min_numbers: int = COPY_MIN_NUMBERS) -> bool:
-    """True when ``proposal`` holds ``min_numbers`` numbers (3 characters or more) that ``current``
-    does not and that only some of ``examples``' inputs hold: one example's data, not a rule.
+    """True when ``proposal`` holds ``min_numbers`` numbers (3 characters or more) of one example's
+    inputs that ``current`` does not and that not every example holds: that example's data, not a rule.
 
     Numbers slip past the word test: the 1.5B retold an SVG path's points as "Start at the first
-    point (53.87,61.90)", one number per line (BBH-15 geometric_shapes, v7 seed 2)."""
+    point (53.87,61.90)", one number per line. The numbers must come from the same example, so
+    that a rule naming constants ("365 days, 100 years") that single examples happen to hold passes."""
     inputs = [set(_numbers(input_text(ex))) for ex in examples]
     if not inputs:
         return False
     fresh = set(_numbers(proposal)) - set(_numbers(current))
-    particular = [n for n in fresh if 0 < sum(n in held for held in inputs) < len(inputs) or
-                  (len(inputs) == 1 and n in inputs[0])]
-    return len(particular) >= min_numbers
+    particular = {n for n in fresh if len(inputs) == 1 or not all(n in held for held in inputs)}
+    return any(len(particular & held) >= min_numbers for held in inputs)
 
 
 def _numbers(text: str) -> list[str]:
@@ -65,23 +65,31 @@ def _numbers(text: str) -> list[str]:
 
 
 def states_an_answer(proposal: str, current: str, examples: Sequence[dspy.Example]) -> bool:
-    """True when ``proposal`` states some example's answer (a label of at least two words, such as
-    a date or a name) that ``current`` does not, and that is not in every example's inputs.
+    """True when ``proposal`` states some example's particular answer (``particular_answer``) that
+    ``current`` does not, and that is not in every example's inputs.
 
     An instruction that ends "Therefore, the date 24 hours later is 03/03/1966" is one training
     example solved, not a rule: the 1.5B wrote exactly that for BBH's date task with
-    ChainOfThought, and the merge then carried it to every task (benchmarks/README.md). One-word
-    labels (yes, (A), 6) are left alone: a general instruction names them too.
+    ChainOfThought, and the merge then carried it to every task. A class label ("very positive",
+    "not applicable", "yes") is named by general instructions too, and is left alone.
     """
-    for example in examples:
-        for value in example.labels().values():
-            answer = tuple(_words(str(value)))
-            n = len(answer)
-            if n < 2 or answer not in _ngrams(proposal, n) or answer in _ngrams(current, n):
-                continue
-            if len(examples) == 1 or not all(answer in _ngrams(input_text(ex), n) for ex in examples):
-                return True
+    answers = [tuple(_words(str(value))) for example in examples for value in example.labels().values()]
+    for answer in answers:
+        n = len(answer)
+        if not particular_answer(answer, answers) or answer not in _ngrams(proposal, n) \
+                or answer in _ngrams(current, n):
+            continue
+        if len(examples) == 1 or not all(answer in _ngrams(input_text(ex), n) for ex in examples):
+            return True
     return False
+
+
+def particular_answer(answer: tuple[str, ...], answers: Sequence[tuple[str, ...]]) -> bool:
+    """An answer (as words) that belongs to its example rather than to a set of classes: two or more
+    words with a number among them (a date, an amount) or three or more words (a phrase), which no
+    other example has. "very positive", "not applicable", "yes" or "6" are classes."""
+    numeric = any(any(c.isdigit() for c in word) for word in answer)
+    return (len(answer) >= 3 or (len(answer) == 2 and numeric)) and answers.count(answer) <= 1
 
 
 def _words(text: str) -> list[str]:
@@ -97,14 +105,15 @@ def _normal(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def clean_instruction(text: str | None, budget: Budget, step: str = "") -> str | None:
+def clean_instruction(text: str | None, budget: Budget, step: str = "", current: str = "") -> str | None:
     """The proposed instruction, or None when it is empty, a leak of the prompt (its framing, or
-    ``step``, our description of the step being rewritten), or runaway."""
+    ``step``, our description of the step being rewritten), or runaway (longer than
+    ``budget.instruction_limit(current)``)."""
     if not text:
         return None
     text = _FENCE.sub("", str(text).strip()).strip().strip('"').strip()
     text = _SCORE_LINE.sub("", text)  # a small model echoes the score line; the instruction is what follows
-    if len(text) < 8 or len(text) > budget.max_instruction_chars:
+    if len(text) < 8 or len(text) > budget.instruction_limit(current):
         return None
     if any(mark in text for mark in ("[[ ##", "### Run ", "Critique:", "step `")):
         # The model copied our prompt's framing, or wrote about the instruction ("To improve the

@@ -1,14 +1,16 @@
 """Merge: the paper's Algorithm 2, progressive module merging.
 
 Optimized candidates are embedded; a group of at most ``t`` is merged by LLM calls (one per
-predictor, asked ``asks`` times as distinct rollouts) that see each candidate's text and its score; a larger group is clustered into
-floor(sqrt(n)) clusters, each merged recursively, and the cluster results are merged the same
-way. No LLM merge call ever sees more than ``t`` candidates (except ``clustering="none"``, the
-paper's ablation that merges everything at once). Every merged node is validated on the union of
-its children's checks (the held-out examples their partitions were judged on) against a candidate
-that costs no call, the best child's texts with every child's demos pooled (up to ``max_demos``):
-the best of them is accepted only when it scores at least as well there as the best child;
-otherwise the node keeps its best child. A small optimizer's merge is trusted only as far as the evidence goes.
+predictor, asked ``asks`` times as distinct rollouts) that see each candidate's text and its score;
+a larger group is clustered into floor(sqrt(n)) clusters, each merged recursively, and the cluster
+results are merged the same way. No LLM merge call ever sees more than ``t`` candidates (except
+``clustering="none"``, the paper's ablation that merges everything at once). Every merged node is
+validated on the union of its children's checks (the held-out examples their partitions were
+judged on): the best-scoring merge is kept unless it is clearly worse there (a paired sign test)
+than the best child or than a candidate that costs no call, the best child's texts with every
+child's demos pooled (up to ``max_demos``). Without such a merge, the node keeps the better of
+those two. The final check then weighs the root against the unchanged instructions on the whole
+valset, so a weak optimizer's merges cost calls, never the returned program's accuracy.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from dspy_fgo.guards import clean_instruction
 from dspy_fgo.prompts import Budget, clip
 from dspy_fgo.runtime import Runtime
 from dspy_fgo.signatures import MergeInstructions
+from dspy_fgo.significance import Z, clearly_better
 
 logger = logging.getLogger("dspy_fgo")
 
 MERGE_ROOM = 1.1  # a merged text may be at most this times its children's texts together
+MERGE_ROUNDS = 2  # rounds of ``asks`` merge calls at a node, the second only when the first yields no merge kept
 
 
 
@@ -107,17 +111,18 @@ class ProgressiveMerge:
         max_demos: int = 0,
         asks: int = 1,
         checkpoint: Checkpoint | None = None,
-        score: Callable[[Candidate, Sequence], float] | None = None,
+        item_scores: Callable[[Candidate, Sequence], list[float]] | None = None,
         scored_as: str | None = None,
+        accept_z: float = Z,
     ):
-        self.checkpoint, self.max_demos, self.asks = checkpoint, max_demos, asks
-        # ``score`` replaces ``rt.score`` when the demos are routed (``route.DemoRoute``): candidates are
-        # then instruction texts only, and each check runs with its own partition's demos. ``scored_as``
-        # names how (``DemoRoute.kind``): it keys the saved nodes, so a node scored one way is never
-        # reused for a run that scores another.
-        self.texts_only = score is not None
+        self.checkpoint, self.max_demos, self.asks, self.accept_z = checkpoint, max_demos, asks, accept_z
+        # ``item_scores`` replaces ``rt.item_scores`` when the demos are routed (``route.DemoRoute``):
+        # candidates are then instruction texts only, and each check runs with its own partition's
+        # demos. ``scored_as`` names how (``DemoRoute.kind``): it keys the saved nodes, so a node scored
+        # one way is never reused for a run that scores another.
+        self.texts_only = item_scores is not None
         self.scored_as = scored_as
-        self.score = score or rt.score
+        self.item_scores = item_scores or rt.item_scores
         self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
         self.threshold, self.clustering, self.budget = threshold, clustering, budget
         self.counters, self.seed = counters, seed
@@ -172,16 +177,17 @@ class ProgressiveMerge:
         return node
 
     def _make(self, nodes: list[MergeNode], checks: list, events: Counters) -> dict:
-        """Two candidates for the node, each with the children's demos pooled: the best child's texts
-        (no call) and, when the children's texts differ, the LLM merge of them. The better one is
-        kept only if it does not lose to the best child on the union of their checks; else that child."""
+        """The node's candidate, with the children's demos pooled: when the children's texts differ,
+        the best of the LLM's merges unless it is clearly worse on the union of their checks than the
+        best child or the best child's texts (no call); else the better of those two."""
         if self.rt.exhausted():
             # Out of budget: keep the child with the most evidence, unvalidated on the union.
             best = max(nodes, key=_evidence)
             events.add("merges_skipped_for_budget")
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         items = self.items_of(checks)
-        child_scores = self.rt.map(lambda n: self.score(n.candidate, items), nodes)
+        child_runs = self.rt.map(lambda n: self.item_scores(n.candidate, items), nodes)
+        child_scores = [_mean(runs) for runs in child_runs]
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
@@ -193,22 +199,46 @@ class ProgressiveMerge:
             return {k: chosen.get(k, pooled.get(k, next(n.candidate[k] for n in ranked if k in n.candidate)))
                     for k in keys}
 
-        # Several asks (distinct
-        # rollouts), all scored on the same checks: an optimizer right half the time then still
-        # yields the right merge most of the time.
+        # The candidates that cost no call; the merged texts must not be clearly worse than the best of
+        # them and the best child. The best child's score on the union is the highest of several noisy
+        # ones, and its texts carry only its own partition's rules where the merge carries every child's,
+        # so a merge that is not clearly worse is kept.
         options = [("identical" if not texts else "pooled_demos", with_texts({}))] if pooled or not texts else []
-        asks = [(ask, name) for ask in range(self.asks) for name in texts]
-        merged = self.rt.map(lambda job: self._merge_text(job[1], nodes, events, rollout=job[0]), asks)
-        for ask in range(self.asks if texts else 0):
-            option = with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
-            if all(option != other for _, other in options):
-                options.append(("llm_merge", option))
-        calls = len(asks)
-        scores = self.rt.map(lambda option: self.score(option[1], items), options)
-        # A tie on the union is noise: the merged text, which carries every child's rules, wins it.
-        won = max(range(len(options)), key=lambda i: (scores[i], i), default=None)
+        runs = self.rt.map(lambda option: self.item_scores(option[1], items), options)
+        reference = max([child_runs[best], *runs], key=_mean)
+        calls = 0
+        # Several asks (distinct rollouts), all scored on the same checks: an optimizer right half the
+        # time then still yields the right merge most of the time; a round that yields none asks again.
+        for round_ in range(MERGE_ROUNDS if texts else 0):
+            if round_:
+                if self.rt.exhausted():
+                    merge = None
+                    break
+                events.add("merges_asked_again")
+            rollouts = range(round_ * self.asks, (round_ + 1) * self.asks)
+            asks = [(ask, name) for ask in rollouts for name in texts]
+            merged = self.rt.map(lambda job: self._merge_text(job[1], nodes, events, rollout=job[0]), asks)
+            calls += len(asks)
+            fresh = []
+            for ask in rollouts:
+                option = with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
+                if all(option != other for _, other in [*options, *fresh]):
+                    fresh.append(("llm_merge", option))
+            options += fresh
+            runs += self.rt.map(lambda option: self.item_scores(option[1], items), fresh)
+            merges = [i for i, (label, _) in enumerate(options) if label == "llm_merge"]
+            merge = max(merges, key=lambda i: (_mean(runs[i]), i), default=None)
+            if merge is not None and not clearly_better(reference, runs[merge], self.accept_z):
+                break
+        else:
+            merge = None
+        scores = [_mean(r) for r in runs]
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
                   "attempted": [label for label, _ in options]}
+        if merge is not None:
+            return {"candidate": options[merge][1], "score": scores[merge], "made_by": "llm_merge", **record}
+        won = max((i for i, (label, _) in enumerate(options) if label != "llm_merge"), key=lambda i: scores[i],
+                  default=None)
         if won is not None and scores[won] >= child_scores[best]:
             return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record}
         events.add("merges_lost_to_best_child")
@@ -227,11 +257,12 @@ class ProgressiveMerge:
         # Abstract, never much longer than the children together (a tenth more, for the joins): rules
         # that hold for one kind of input only must survive the merge, and the validation and the
         # final check weigh the longer prompt's cost.
-        together = sum(len(node.candidate[name]) for node in nodes)
-        limit = min(self.budget.max_instruction_chars, max(200, int(MERGE_ROOM * together)))
+        texts = [node.candidate[name] for node in nodes]
+        limit = min(self.budget.instruction_limit(max(texts, key=len)), max(200, int(MERGE_ROOM * sum(map(len, texts)))))
         answer = self.rt.ask(MergeInstructions, rollout=rollout, step=describe_predictor(self.program, name),
                              candidates=listing, length_limit=f"{limit} characters")
-        merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget)
+        merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget,
+                                   current=max(texts, key=len))
         if merged is not None and len(merged) > limit:
             events.add("merges_too_long")
             merged = None
@@ -240,6 +271,10 @@ class ProgressiveMerge:
             events.add("merges_rejected")
             return max(nodes, key=_evidence).candidate[name]
         return merged
+
+
+def _mean(scores: Sequence[float]) -> float:
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _evidence(node: MergeNode) -> tuple[float, int]:

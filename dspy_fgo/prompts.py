@@ -29,6 +29,12 @@ class Budget:
     max_run_chars: int = 1500  # one run (trajectory) as shown to the optimizer
     max_instruction_chars: int = 4000
 
+    def instruction_limit(self, current: str = "") -> int:
+        """How long a rewrite of ``current`` may be: ``max_instruction_chars``, or half as long again
+        as ``current`` where that is longer (an agent's instruction carries its tool list, which a
+        rewrite must keep)."""
+        return max(self.max_instruction_chars, int(1.5 * len(current)))
+
     @property
     def chars(self) -> int:
         return max(1000, (self.max_prompt_tokens - PROMPT_OVERHEAD_TOKENS) * CHARS_PER_TOKEN)

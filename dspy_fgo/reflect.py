@@ -255,10 +255,11 @@ def propose(
         step = describe_predictor(program, name)
         answer = rt.ask(RewriteInstruction, rollout=rollout, step=step,
                         task_description=task or "(not described)",
-                        current_instruction=clip(candidate[name], budget.max_instruction_chars),
+                        current_instruction=clip(candidate[name], max(budget.max_instruction_chars, budget.chars // 3)),
                         score_history=score_history(history, name),
                         lessons=lessons or "(none)", example_runs=shown_runs)
-        proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget, step)
+        proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget, step,
+                                     current=candidate[name])
         if proposal is None:
             counters.add("proposals_rejected")
             return name, candidate[name]

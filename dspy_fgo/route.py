@@ -40,12 +40,11 @@ from typing import Any, Callable, Sequence
 
 import dspy
 import numpy as np
-from sklearn.preprocessing import normalize
 
 from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, is_text_key
 from dspy_fgo.divide import input_text
 from dspy_fgo.nearest import NearestDemos
-from dspy_fgo.space import Space
+from dspy_fgo.space import Space, unit_centroids
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -67,7 +66,7 @@ class Router:
     @classmethod
     def fit(cls, space: Space, vectors_by_group: Sequence[np.ndarray], fallback: int,
             targets: Sequence[int] | None = None) -> "Router":
-        centroids = normalize(np.stack([np.asarray(v).mean(axis=0) for v in vectors_by_group]))
+        centroids = unit_centroids(vectors_by_group)
         own = [float((np.asarray(v) @ c).min()) for v, c in zip(vectors_by_group, centroids)]
         return cls(space, centroids, fallback, FALLBACK_RATIO * max(0.0, min(own)), targets)
 
@@ -258,9 +257,6 @@ class DemoRoute:
     def expert(self, texts: Candidate, i: int) -> Candidate:
         """``texts`` with partition ``i``'s demos (the fallback's for the last index)."""
         return {**{k: v for k, v in texts.items() if is_text_key(k)}, **self.demos[i]}
-
-    def score(self, texts: Candidate, items) -> float:
-        return self.routed_score(self.experts(texts), items)
 
     def item_scores(self, texts: Candidate, items) -> list[float]:
         return self.routed_scores(self.experts(texts), items)

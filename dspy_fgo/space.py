@@ -1,6 +1,7 @@
-"""The space inputs are compared in, for routing and for nearest demos: unit vectors from a TF-IDF
-fitted on the trainset's inputs (its state is plain JSON, so a saved program needs no pickle), or
-from a user's embedder (a callable or ``dspy.Embedder``, given again at load)."""
+"""The space inputs are compared in, for routing, for assigning held-out examples to partitions and
+for nearest demos: unit vectors from a TF-IDF fitted on the trainset's inputs (its state is plain
+JSON, so a saved program needs no pickle), or from a user's embedder (a callable or
+``dspy.Embedder``, given again at load)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ class Space:
                                  "load_routed(student, path, embedder=...)")
             return cls(embedder)
         return cls(vocabulary=data["vocabulary"], idf=data["idf"])
+
+
+def unit_centroids(vectors_by_group: Sequence[np.ndarray]) -> np.ndarray:
+    """One unit-length centroid per group of vectors: an input is nearest to the group whose
+    centroid has the highest cosine with it. The router and the assignment of held-out examples
+    both use this, so a check judged for a partition is the input the returned program sends there."""
+    return normalize(np.stack([np.asarray(v).mean(axis=0) for v in vectors_by_group]))
 
 
 def _tfidf(**kwargs) -> TfidfVectorizer:

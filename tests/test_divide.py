@@ -108,3 +108,34 @@ def test_difficulty_split_groups_examples_of_comparable_difficulty(prompt_lm):
     # The rollout is reused, not repeated: the 6 runs of the split are every run the compile made
     # (without a valset the held-out checks are trainset examples too).
     assert fgo.report_.usage["task"]["calls"] == 6
+
+
+def test_held_out_examples_go_to_the_partition_the_router_sends_them_to():
+    import random
+
+    import numpy as np
+
+    from dspy_fgo.divide import Partition, assign_checks, input_text
+    from dspy_fgo.route import Router
+    from dspy_fgo.space import Space
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+
+    def text():
+        return " ".join(rng.sample(words, 5))
+
+    # A check must belong to the partition the returned program routes it to, or it judges one
+    # partition's demos while the program runs it with another's (11 of 60 did under the old rule).
+    trainset = [dspy.Example(question=text()).with_inputs("question") for _ in range(60)]
+    valset = [dspy.Example(question=text()).with_inputs("question") for _ in range(60)]
+    partitions = [Partition(f"p{k}", list(range(k * 20, (k + 1) * 20))) for k in range(3)]
+    checks = assign_checks(RandomSplit(), partitions, trainset, valset)
+    space = Space.fit([input_text(ex) for ex in trainset])
+    train = space([input_text(ex) for ex in trainset])
+    router = Router.fit(space, [train[p.indices] for p in partitions], fallback=3)
+    routed = router.pick_vectors(space([input_text(ex) for ex in valset]))
+    assigned = {j: p for p, js in enumerate(checks) for j in js}
+    assert sorted(assigned) == list(range(len(valset)))
+    assert all(assigned[j] == routed[j] for j in range(len(valset)) if routed[j] != 3)
+    assert sum(r != 3 for r in routed) > len(valset) // 2  # the comparison is not vacuous

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import RULE, TOY_Z, exact, make_examples, objective, optimizer_respond, task_respond
 from dspy_fgo import FGO, read_candidate
-from dspy_fgo.demos import demos_from_runs
+from dspy_fgo.demos import SOURCE, demos_from_runs, source_of, without_own_demos
 from dspy_fgo.runtime import Step, Trajectory
 from fakes import FakeLM, field_value
 
@@ -170,18 +170,35 @@ def test_partitions_with_few_demos_pool_them_up_to_max_demos_in_a_merge():
         assert root["made_by"] == "identical" and len(json.loads(root["candidate"]["predict::demos"])) == pooled
 
 
+def test_an_example_never_sees_its_own_demo_at_any_step_of_a_program():
+    # Two steps: the second sees a query, none of the example's input fields, so only the demo's
+    # source tells whose it is.
+    examples = make_examples(["alpha"], per_category=2)
+    runs = [Trajectory(key=i, example=ex, prediction=None, score=1.0,
+                       steps=[Step("rewrite", {"question": ex.question}, {"query": f"query {i}"}),
+                              Step("answer", {"query": f"query {i}"}, {"answer": f"given {i}"})])
+            for i, ex in enumerate(examples)]
+    candidate = {"rewrite": "Rewrite.", "answer": "Answer.",
+                 **demos_from_runs({"rewrite": "Rewrite.", "answer": "Answer."}, runs, max_demos=4)}
+    for i, example in enumerate(examples):
+        left = without_own_demos(candidate, example)
+        assert [d["query"] for d in json.loads(left["rewrite::demos"])] == [f"query {1 - i}"]
+        assert [d["answer"] for d in json.loads(left["answer::demos"])] == [f"given {1 - i}"]
+
+
 def test_demos_come_only_from_successful_runs():
     example = make_examples(["alpha"], per_category=2)
     runs = [Trajectory(key=i, example=ex, prediction=None, score=float(i == 1),
                        steps=[Step("self", {"question": ex.question}, {"answer": f"given {i}"})])
             for i, ex in enumerate(example)]
     demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4)["self::demos"])
-    assert demos == [{"question": example[1].question, "answer": "given 1", "augmented": True}]
+    assert demos == [{"question": example[1].question, "answer": "given 1", "augmented": True,
+                      SOURCE: source_of(example[1])}]
     assert demos_from_runs({"self": "Answer."}, runs[:1], max_demos=4) == {}
     # With the program's signatures, a failed run's labeled example fills the room after them.
     program = dspy.Predict("question -> answer")
     demos = json.loads(demos_from_runs({"self": "Answer."}, runs, max_demos=4, program=program)["self::demos"])
-    assert demos[1] == {"question": example[0].question, "answer": example[0].answer}
+    assert demos[1] == {"question": example[0].question, "answer": example[0].answer, SOURCE: source_of(example[0])}
 
 
 def test_demos_are_the_shortest_successful_runs_so_every_later_call_pays_less():
@@ -260,7 +277,7 @@ def test_demos_come_from_the_partitions_own_runs_are_kept_when_they_help_and_cos
     # examples (inputs and gold answer) of its failed runs fill the room.
     assert [d["question"].split()[0] for d in alpha] == ["alpha", "alpha"] and all(d["augmented"] for d in alpha)
     assert [d["question"].split()[0] for d in beta] == ["beta", "beta"] and not any("augmented" in d for d in beta)
-    assert all(set(d) <= {"question", "answer", "augmented"} for d in alpha + beta)  # no label metadata
+    assert all(set(d) <= {"question", "answer", "augmented", SOURCE} for d in alpha + beta)  # no label metadata
     assert fgo.report_.events["demos_accepted"] == 2
     assert fgo.report_.partitions[0].epochs[0]["proposals"][0]["kind"] == "demos"
     assert program.demos and fgo.report_.partitions[1].score_after > fgo.report_.partitions[1].score_before

@@ -184,6 +184,43 @@ def test_an_instruction_that_states_one_examples_answer_is_a_copy():
     assert not copies_examples("Answer Yes or No.", current, yes_no)
 
 
+def test_class_labels_and_constants_are_not_copies_but_one_examples_answer_still_is():
+    from dspy_fgo.guards import copies_examples
+
+    current = "Answer the question."
+    reviews = [dspy.Example(question=f"Review {i}: {text}", answer=label).with_inputs("question")
+               for i, (text, label) in enumerate([("Loved every minute.", "very positive"),
+                                                  ("Dull and too long.", "negative"),
+                                                  ("The invoice is attached.", "not applicable")])]
+    # Multi-word class labels are what a general instruction names.
+    assert not copies_examples('Answer "very positive" for unreserved praise, "negative" for complaints and '
+                               '"not applicable" when the text is not a review.', current, reviews)
+    # A phrase answer of one example is still a copy.
+    places = [dspy.Example(question=f"Where is the ball in scene {i}?", answer=answer).with_inputs("question")
+              for i, answer in enumerate(["under the red table", "on the shelf"])]
+    assert copies_examples("The ball is under the red table.", current, places)
+    # Constants of a rule that single examples happen to hold are not one example's data...
+    sums = [dspy.Example(question=q, answer=a).with_inputs("question")
+            for q, a in [("How many days are in 365 days and 2 weeks?", "379"),
+                         ("How many cm are 100 cm and 3 m?", "400")]]
+    assert not copies_examples("A year has 365 days; a metre has 100 cm. Convert, then add.", current, sums)
+    # ...but two numbers of the same example are.
+    assert copies_examples("Add 365 days and 379 days.", current, [sums[0], dspy.Example(
+        question="What is 365 + 14? The total 379 is asked.", answer="379").with_inputs("question"), sums[1]])
+
+
+def test_an_agents_long_instruction_may_be_rewritten_at_its_length():
+    from dspy_fgo.guards import Budget, clean_instruction
+
+    tools = "".join(f"({i}) tool_{i}, whose description is <desc>looks up field {i}</desc>.\n" for i in range(80))
+    current = "Use the tools to find the reference.\n" + tools
+    assert len(current) > Budget().max_instruction_chars
+    rewrite = "Call tool_3 once per field; finish as soon as a reference is found.\n" + tools
+    assert clean_instruction(rewrite, Budget(), current=current) == rewrite.strip()
+    assert clean_instruction(rewrite, Budget()) is None  # from a short instruction, that length is runaway
+    assert clean_instruction(rewrite * 2, Budget(), current=current) is None
+
+
 def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
     trainset = make_examples(["alpha"])  # "alpha question number 0 about alpha things", ...
 

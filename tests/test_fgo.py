@@ -7,6 +7,8 @@ import pytest
 
 from conftest import RULE, exact, make_examples, task_respond, TOY_Z
 from dspy_fgo import FGO, Report, read_candidate
+from dspy_fgo.merge import MERGE_ROUNDS
+from dspy_fgo.significance import Z
 from fakes import FakeLM
 
 CATS = ["alpha", "beta", "gamma", "delta"]
@@ -142,9 +144,41 @@ def test_a_merge_that_scores_below_its_best_child_is_replaced_by_that_child(task
     assert root["made_by"] == "best_child" and root["attempted"] == ["llm_merge"]
     assert max(root["child_scores"]) > max(root["attempts"])
     assert fgo.report_.events["merges_lost_to_best_child"] == 1
-    # Asked once per proposal (distinct rollouts); the same text came back, and was scored once.
-    assert sum("merged_instruction" in p for p in prompt.prompts) == fgo.proposals
+    # Asked once per proposal (distinct rollouts), and once more per proposal after a round kept no
+    # merge; the same text came back every time, and was scored once.
+    assert sum("merged_instruction" in p for p in prompt.prompts) == MERGE_ROUNDS * fgo.proposals
+    assert fgo.report_.events["merges_asked_again"] == 1
     assert RULE.findall(optimized.signature.instructions)
+
+
+@pytest.mark.parametrize("lost, accept_z, kept", [(1, Z, True), (4, Z, False), (1, 0.0, False), (0, 0.0, True)])
+def test_a_merge_is_kept_unless_clearly_worse_than_its_best_child(lost, accept_z, kept):
+    from fakes import FakeLM
+
+    from dspy_fgo.accounting import Counters, Meters
+    from dspy_fgo.merge import ProgressiveMerge
+    from dspy_fgo.prompts import Budget
+    from dspy_fgo.runtime import Runtime
+
+    student = dspy.Predict("question -> answer")
+    items = [(i, ex) for i, ex in enumerate(make_examples(CATS[:2], per_category=6))]
+    prompt = FakeLM(lambda fields, messages: {f: "MERGED RULE-alpha RULE-beta" for f in fields})
+    rt = Runtime(student=student, metric=exact, task_lm=None, prompt_lm=prompt, meters=Meters(), num_threads=1,
+                 max_errors=None)
+
+    def item_scores(candidate, scored):  # the merge loses ``lost`` of the 12 checks its best child wins
+        merged = "MERGED" in candidate["self"]
+        return [0.0 if merged and i < lost else 1.0 if "alpha" in candidate["self"] or merged else 0.5
+                for i, _ in scored]
+
+    merger = ProgressiveMerge(rt, student, lambda keys: [items[k] for k in keys], None, threshold=3,
+                              clustering="kmeans", budget=Budget(), counters=Counters(), seed=0, asks=1,
+                              item_scores=item_scores, accept_z=accept_z)
+    leaves = [merger.leaf({"self": f"Answer. RULE-{c}"}, list(range(6 * i, 6 * i + 6)), 1.0, c,
+                          checks=list(range(6 * i, 6 * i + 6))) for i, c in enumerate(CATS[:2])]
+    root = merger.run(leaves)
+    assert (root.made_by == "llm_merge") is kept
+    assert root.candidate["self"] == ("MERGED RULE-alpha RULE-beta" if kept else "Answer. RULE-alpha")
 
 
 def test_when_the_llm_merge_loses_the_best_childs_text_keeps_every_childs_demos_at_no_call(task_lm):
@@ -160,7 +194,7 @@ def test_when_the_llm_merge_loses_the_best_childs_text_keeps_every_childs_demos_
     fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=2)
     root = fgo.report_.root
     assert root["attempted"] == ["pooled_demos", "llm_merge"] and root["made_by"] == "pooled_demos"
-    assert sum("merged_instruction" in p for p in prompt.prompts) == fgo.proposals
+    assert sum("merged_instruction" in p for p in prompt.prompts) == MERGE_ROUNDS * fgo.proposals
     children = [fgo.report_.tree[c]["candidate"]["self"] for c in root["children"]]
     assert root["candidate"]["self"] in children  # a child's text, not the merge's
     shown = {demo["question"].split()[0] for demo in json.loads(root["candidate"]["self::demos"])}
