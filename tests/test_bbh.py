@@ -43,7 +43,7 @@ def test_load_vendored_all_tasks():
         assert len(exs) == 40
         assert [e.id for e in exs] == [r["id"] for r in raw]  # file order kept
         for e, r in zip(exs, raw):
-            assert e.answer == r["target"] and e.targets == r["targets"] and e.choices == r["choices"]
+            assert e.answer == r["target"] and e.targets == r["targets"] and sorted(e.choices) == sorted(r["choices"])
             assert set(e.inputs().keys()) == {"question"}
             assert e.question.startswith(r["input"])
 
@@ -55,6 +55,26 @@ def test_question_options_format():
         else:
             lines = [f"({chr(65 + i)}) {c}" for i, c in enumerate(e.choices)]
             assert e.question.endswith("\nOptions:\n" + "\n".join(lines))
+
+
+def test_the_options_do_not_give_the_answer_away():
+    # BIG-bench lists date_understanding's answer first; in source order "(A)" is right 40 of 40 times.
+    assert all(r["choices"][0] == r["target"] for r in _raw("date_understanding"))
+    for task in TASKS:
+        examples = load_bbh(tasks=task)
+        if task in FREE_FORM:
+            continue
+        first = sum(e.choices[0] == e.answer for e in examples) / len(examples)
+        assert first < 0.65, (task, first)  # two-option tasks: about half, by chance
+        if task != "date_understanding":  # the others keep their source order (a label set keeps its order)
+            assert [e.choices for e in examples] == [r["choices"] for r in _raw(task)]
+    # The order is fixed per example, so every run and method sees the same questions, and the
+    # metric reads the letters in it.
+    again = load_bbh(tasks="date_understanding")
+    assert [e.question for e in again] == [e.question for e in load_bbh(tasks="date_understanding")]
+    for e in again:
+        assert bbh_metric(e, f"({chr(65 + e.choices.index(e.answer))})")
+    assert load_bbh(tasks="date_understanding", shuffle_choices=False)[0].choices == _raw("date_understanding")[0]["choices"]
 
 
 def test_load_subset_and_limit():

@@ -44,7 +44,7 @@ def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
     # One held-out question per task is too few for the sign test (accept_z): accept any gain, so
     # that the real model's critique and rewrite calls run.
     fgo = FGO(metric=bbh_metric, partition_by="task", task_model=task_lm, prompt_model=prompt_lm,
-              epochs=1, num_threads=2, max_prompt_tokens=3000, accept_z=0)
+              epochs=1, proposals=1, num_threads=2, max_prompt_tokens=3000, accept_z=0)
     optimized = fgo.compile(student, trainset=train)
 
     report = fgo.report_
@@ -97,7 +97,7 @@ def test_fgo_with_mipro_inside_on_the_local_model(server):
 def test_fgo_optimizes_a_react_agent_and_its_tools_on_the_local_model(server):
     """A ReAct agent over a UBL invoice: real trajectories, its instructions and tool description rewritten.
 
-    Kept small for CI (one invoice, one tool, one epoch): the plumbing is tested offline in
+    Kept small for CI (one invoice, one tool, one epoch, one proposal): the plumbing is tested offline in
     tests/test_tools.py and tests/test_react.py; this proves the real path on a real model.
     """
     from dspy_fgo.data.ubl import INSTRUCTION, make_agent_examples, search_references, ubl_metric
@@ -110,7 +110,7 @@ def test_fgo_optimizes_a_react_agent_and_its_tools_on_the_local_model(server):
     description = student.tools["search_references"].desc
 
     fgo = FGO(metric=ubl_metric, partition_by="layout", min_partition_size=1, task_model=task_lm,
-              prompt_model=prompt_lm, epochs=1, num_threads=2, max_prompt_tokens=2500, critique="batch",
+              prompt_model=prompt_lm, epochs=1, proposals=1, num_threads=2, max_prompt_tokens=2500, critique="batch",
               optimize_tools=True, accept_z=0)  # one example per layout: no sign test can pass there
     optimized = fgo.compile(student, trainset=train)
 

@@ -8,7 +8,8 @@ offline. Larger data can be loaded from a directory of ``<task>.jsonl`` files or
 
 Every example becomes a ``dspy.Example`` with fields ``question``, ``answer``, ``task``,
 ``choices``, ``targets`` and ``id``, and inputs ``("question",)``. For multiple-choice tasks the
-question is the task input followed by the lettered options::
+question is the task input followed by the lettered options (shuffled, in an order fixed per
+example, for a task whose source lists the answer first)::
 
     <input>
     Options:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import string
 from collections.abc import Mapping
@@ -57,6 +59,7 @@ TASKS: tuple[str, ...] = (
 
 _REQUIRED_COLUMNS = ("task", "input", "target")
 _LETTERS = string.ascii_uppercase
+ANSWER_FIRST = 0.9  # a task whose answer is the first option this often has its options shuffled
 
 
 # --------------------------------------------------------------------------- loading
@@ -73,8 +76,11 @@ def format_question(text: str, choices: Iterable[str] = ()) -> str:
     return f"{text}\nOptions:\n{options}"
 
 
-def _to_example(row: Mapping[str, Any], index: int) -> dspy.Example:
+def _to_example(row: Mapping[str, Any], index: int, shuffle_choices: bool = True) -> dspy.Example:
     choices = [str(c) for c in (row.get("choices") or [])]
+    if shuffle_choices:
+        # Fixed by task and id, so every run and every method sees the same question.
+        random.Random(f"{row['task']}:{row.get('id', index)}").shuffle(choices)
     target = str(row["target"])
     targets = [str(t) for t in (row.get("targets") or [target])]
     return dspy.Example(
@@ -133,6 +139,7 @@ def load_bbh(
     tasks: str | Iterable[str] | None = None,
     source: Any = None,
     limit: int | None = None,
+    shuffle_choices: bool = True,
 ) -> list[dspy.Example]:
     """Load BBH examples as ``dspy.Example`` objects (inputs: ``question``).
 
@@ -145,6 +152,9 @@ def load_bbh(
             DataFrame or list of dicts with columns ``task``, ``input``, ``target`` and optionally
             ``choices``, ``targets``, ``id``.
         limit: keep at most the first ``limit`` examples of each task.
+        shuffle_choices: where a task's source lists the answer first in nearly every question
+            (BIG-bench's date_understanding: 297 of 300), list its options in an order fixed by
+            task and ``id``; other tasks keep the source order. ``False`` keeps it everywhere.
 
     Returns:
         Examples grouped by task (in the order of ``tasks``, default sorted by name), each task's
@@ -164,9 +174,19 @@ def load_bbh(
 
     examples = []
     for task in selected:
+        shuffle = shuffle_choices and _answer_comes_first(by_task[task])
         for i, row in enumerate(by_task[task][:limit]):
-            examples.append(_to_example(row, i))
+            examples.append(_to_example(row, i, shuffle))
     return examples
+
+
+def _answer_comes_first(rows: list[Mapping[str, Any]]) -> bool:
+    """Whether a task's source lists the answer as the first option in at least ``ANSWER_FIRST`` of
+    its multiple-choice questions (BIG-bench's date_understanding: 297 of 300), so that "(A)"
+    scores without reading the question."""
+    choices = [row for row in rows if row.get("choices")]
+    first = sum(str(row["choices"][0]) == str(row["target"]) for row in choices)
+    return len(choices) >= 10 and first >= ANSWER_FIRST * len(choices)
 
 
 def split_bbh(
