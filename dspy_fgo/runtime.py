@@ -187,18 +187,19 @@ class Runtime:
 
         ckey = candidate_key(candidate)
         todo = [(k, ex) for k, ex in items if (ckey, k) not in self._cache]
-        by_program: dict[str, tuple[Candidate, list]] = {}
+        programs: dict[str, tuple[dspy.Module, dict]] = {}  # one program per demo variant, all run together
+        jobs = []
         for k, ex in todo:
             own = without_own_demos(candidate, ex)
-            by_program.setdefault(candidate_key(own), (own, []))[1].append((k, ex))
-        for variant, group in by_program.values():
-            program = apply_candidate(self.student, variant)
-            names = {id(p): n for n, p in program.named_predictors()}
-            with self.meters.metered("task", self.task_lm):
-                done = self.map(lambda item: self._run_one(program, names, *item), group)
-            with self._lock:
-                for trajectory in done:
-                    self._cache[(ckey, trajectory.key)] = trajectory
+            if (vkey := candidate_key(own)) not in programs:
+                program = apply_candidate(self.student, own)
+                programs[vkey] = (program, {id(p): n for n, p in program.named_predictors()})
+            jobs.append((*programs[vkey], k, ex))
+        with self.meters.metered("task", self.task_lm):
+            done = self.map(lambda job: self._run_one(*job), jobs)
+        with self._lock:
+            for trajectory in done:
+                self._cache[(ckey, trajectory.key)] = trajectory
         return [self._cache[(ckey, k)] for k, _ in items]
 
     def item_scores(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> list[float]:
