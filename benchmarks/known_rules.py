@@ -29,7 +29,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 
-from benchmarks.proposer_quality import ScriptedLM, draw  # noqa: E402
+from benchmarks.proposer_quality import ScriptedLM, draw, optimizer_answer  # noqa: E402
 
 RULES_FILE = Path(__file__).parent / "fixtures" / "bbh15_rules.json"
 START = "Answer the question."
@@ -61,15 +61,8 @@ def scripted_optimizer(q: float, seed: int, rules: dict, examples) -> ScriptedLM
         seen = sorted(task for task, marks in signs.items() if any(m in prompt for m in marks))
         good = draw("optimizer", seed, prompt, rollout) < q
         text = " ".join([START, *(rules[t]["good" if good else "wrong"] for t in seen)])
-        out = {}
-        for f in fields:
-            if f in ("new_instruction", "merged_instruction"):
-                out[f] = text
-            elif f == "analysis":
-                out[f] = "Each task keeps its own rule."
-            else:  # critiques, lessons, task descriptions: they name the tasks they were shown
-                out[f] = f"Questions of {', '.join(seen) or 'these tasks'}: each task needs its own answer rule."
-        return out
+        return optimizer_answer(fields, text, f"Questions of {', '.join(seen) or 'these tasks'}: each task needs "
+                                              "its own answer rule.")
 
     return ScriptedLM("scripted/optimizer", respond)
 

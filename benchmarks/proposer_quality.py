@@ -108,17 +108,16 @@ def optimizer_model(q: float, seed: int) -> ScriptedLM:
         named = ", ".join(f"cat{c}" for c in seen) or "these"
         writes_rules = bool(seen) and draw("optimizer", seed, prompt, rollout) < q
         text = " ".join(rule(f"cat{c}") for c in seen) if writes_rules else HARMFUL
-        out = {}
-        for f in fields:
-            if f in ("new_instruction", "merged_instruction"):
-                out[f] = text
-            elif f == "analysis":
-                out[f] = "Shared and specific rules."
-            else:  # critiques, lessons, task descriptions: they name what they were shown
-                out[f] = f"Questions of {named}: each category has its own answer code."
-        return out
+        return optimizer_answer(fields, text, f"Questions of {named}: each category has its own answer code.")
 
     return ScriptedLM("scripted/optimizer", respond)
+
+
+def optimizer_answer(fields, instruction: str, remark: str) -> dict[str, str]:
+    """A scripted optimizer's answer: ``instruction`` for a rewrite or a merge, ``remark`` (naming what
+    it was shown, as a real critique would) for critiques, lessons and task descriptions."""
+    return {f: instruction if f in ("new_instruction", "merged_instruction")
+            else "Shared and specific rules." if f == "analysis" else remark for f in fields}
 
 
 def make_split(categories: int, per_category: int, start: int, seed: int) -> list:
@@ -238,6 +237,9 @@ def main(argv=None) -> int:
     if args.quick:
         args.qs, args.partitions, args.seeds = [0.0, 0.5, 1.0], [4], [0]
     settings = json.loads(args.settings)
+    from benchmarks.run import code_version
+
+    version = code_version()  # the code that runs: taken before the sweep, which may outlast a commit
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -249,9 +251,7 @@ def main(argv=None) -> int:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     table, misses = summarize(rows, args)
-    from benchmarks.run import code_version
-
-    meta = {"code_version": code_version(), "settings": settings, "args": vars(args)}
+    meta = {"code_version": version, "settings": settings, "args": vars(args)}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     report = (f"# Proposer quality (scripted models)\n\nCode {meta['code_version']}; FGO settings "
               f"{json.dumps(settings) if settings else 'the defaults'}.\n\n{table}\n\n"
