@@ -81,7 +81,11 @@ Demo = tuple  # (its fields, its example's gold answer or None, (0 solved / 1 la
 def gold_answer(example: dspy.Example, output_fields) -> tuple | None:
     """The example's labels for the predictor's output fields, normalized; None when it has none
     (an intermediate step, a ``reasoning``): then nothing is balanced."""
-    values = [example.get(f) for f in output_fields if f in example]
+    return normalized_label([example.get(f) for f in output_fields if f in example])
+
+
+def normalized_label(values: Sequence) -> tuple | None:
+    """Label values compared as answers: whitespace collapsed, lowercased; None for no values."""
     return tuple(" ".join(str(v).split()).lower() for v in values) if values else None
 
 

@@ -29,7 +29,7 @@ import dspy
 import numpy as np
 
 from dspy_fgo.candidate import DEMOS, Candidate
-from dspy_fgo.demos import balanced, is_own_demo, plain_values
+from dspy_fgo.demos import balanced, is_own_demo, normalized_label, plain_values
 from dspy_fgo.divide import input_text
 from dspy_fgo.space import Space
 
@@ -76,8 +76,7 @@ class NearestDemos:
         return np.stack([self._vectors[t] for t in texts])
 
     def _label(self, demo: dict):
-        values = [demo[f] for f in self.labels if f in demo]
-        return tuple(" ".join(str(v).split()).lower() for v in values) if values else None
+        return normalized_label([demo[f] for f in self.labels if f in demo])
 
     def cut_candidate(self, candidate: Candidate, inputs: dict, signatures: dict) -> Candidate:
         """``candidate`` with each predictor's demos cut to those for ``inputs`` (compile time)."""
