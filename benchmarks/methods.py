@@ -57,7 +57,7 @@ def _fgo(**settings):
 def fgo_mipro(student, train, val, s: Setup):
     """FGO with a small MIPROv2 (3 instruction candidates, 3 trials, up to 2 demos) in each partition."""
     from dspy_fgo import FGO
-    from dspy_fgo.inner import compile_with
+    from dspy_fgo.optimize.inner import compile_with
 
     def inner(seed):
         mipro = dspy.MIPROv2(metric=s.metric, prompt_model=s.prompt_lm, task_model=s.task_lm, auto=None,
@@ -102,7 +102,7 @@ def knn_fewshot(student, train, val, s: Setup):
     TF-IDF space FGO's router uses. Its bootstrapping is off: on, it runs the program on each test
     question's neighbours under a fresh demo set (no cache hits), about 80 s a question on 2 cores."""
     from dspy_fgo.divide import input_text
-    from dspy_fgo.space import Space
+    from dspy_fgo.divide.space import Space
 
     space = Space.fit([input_text(ex) for ex in train])
     k = s.demos()

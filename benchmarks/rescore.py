@@ -89,7 +89,7 @@ def rebuild_routed_demos(cell: dict, task):
     cell, and its router is fitted again as FGO fitted it (the offline TF-IDF on the trainset's
     inputs, a centroid per partition: the merge tree's leaves), so it is the same program. None
     for any other routed program."""
-    from dspy_fgo.nearest import NearestDemos
+    from dspy_fgo.route.nearest import NearestDemos
     from dspy_fgo.route import RoutePlan, Routed
 
     settings = (cell.get("report") or {}).get("settings", {})

@@ -30,7 +30,7 @@ from benchmarks.attempts import Heartbeat, Marker, combine_usage  # noqa: E402
 from benchmarks.methods import METHODS, SHARES_UNITS_WITH, Setup  # noqa: E402
 from benchmarks.report import partial, write_summary  # noqa: E402
 from benchmarks.tasks import TASKS  # noqa: E402
-from dspy_fgo.accounting import RoleMeter  # noqa: E402
+from dspy_fgo.run.accounting import RoleMeter  # noqa: E402
 from dspy_fgo.candidate import read_candidate  # noqa: E402
 
 

@@ -74,7 +74,7 @@ def run_mipro(n, trainset, task, prompt, metric) -> dict:
     """DSPy's MIPROv2 (auto="light", up to 2 demos) on the same data, metered per model."""
     import dspy
 
-    from dspy_fgo.accounting import Meters
+    from dspy_fgo.run.accounting import Meters
 
     meters = Meters()
     optimizer = dspy.MIPROv2(metric=metric, prompt_model=prompt, task_model=task, auto="light",

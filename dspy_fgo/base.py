@@ -12,12 +12,12 @@ from typing import Any, Callable
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
-from dspy_fgo.accounting import Counters, Meters, priced_name
 from dspy_fgo.candidate import Candidate
-from dspy_fgo.prompts import Budget, budget_for
-from dspy_fgo.progress import Progress, wanted
-from dspy_fgo.report import Report
-from dspy_fgo.runtime import Runtime
+from dspy_fgo.optimize.prompts import Budget, budget_for
+from dspy_fgo.report.report import Report
+from dspy_fgo.run.accounting import Counters, Meters, priced_name
+from dspy_fgo.run.progress import Progress, wanted
+from dspy_fgo.run.runtime import Runtime
 from dspy_fgo.significance import clearly_better
 from dspy_fgo.tools import agents
 
@@ -216,7 +216,7 @@ class ReflectiveOptimizer(Teleprompter):
         report = Report(method=self.method, settings=self._settings(s), usage=s.meters.to_dict(),
                         timings=s.timings, stage_usage=s.stage_usage, events=s.counters.to_dict(), **fields)
         logger.info("%s done:\n%s", self.method, report.summary())
-        from dspy_fgo.tracking import log_to_mlflow  # lazy: mlflow is optional
+        from dspy_fgo.report.tracking import log_to_mlflow  # lazy: mlflow is optional
 
         log_to_mlflow(self, report)  # only inside an active MLflow run; never fails the compile
         return report

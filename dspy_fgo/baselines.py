@@ -1,12 +1,12 @@
 """The paper's baselines (Algorithms 1, 3 and 4; Appendix B.1.3), on FGO's own steps.
 
 - ``AllAtOnce``: each epoch, explore the whole trainset and update once from all of it. The runs
-  are critiqued in groups and the critiques distilled into lessons (``dspy_fgo.lessons``), so the
+  are critiqued in groups and the critiques distilled into lessons (``dspy_fgo.optimize.lessons``), so the
   prompt fits where the paper's version overflowed (its asterisk); the report counts the reduction.
 - ``BatchWise``: each epoch, split the trainset into fixed batches and update after each batch.
 - ``Bootstrapping``: for N iterations, sample a batch with replacement and update from it.
 
-They share explore / lessons / rewrite with FGO (``dspy_fgo.reflect``), the final guard (never
+They share explore / lessons / rewrite with FGO (``dspy_fgo.optimize.reflect``), the final guard (never
 return something worse than the unoptimized program on the valset or trainset) and the report.
 """
 
@@ -19,8 +19,8 @@ import dspy
 
 from dspy_fgo.base import ReflectiveOptimizer, Session, check_int
 from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
-from dspy_fgo.reflect import EpochRecord, reflect_step
-from dspy_fgo.runtime import mean_score
+from dspy_fgo.optimize.reflect import EpochRecord, reflect_step
+from dspy_fgo.run.runtime import mean_score
 
 
 class _SequentialReflection(ReflectiveOptimizer):

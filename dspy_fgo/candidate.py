@@ -3,7 +3,8 @@
 It is a plain ``dict[str, str]`` from each predictor's name (as ``program.named_predictors()``
 spells it) to its instruction, the same shape GEPA uses; with ``tools=True`` it also holds the
 descriptions of an agent's tools (see ``dspy_fgo.tools``). Every FGO stage speaks candidates, so the
-stages stay independent of DSPy's module tree.
+stages stay independent of DSPy's module tree. Its demos name the example each was made from, and
+wherever a score is taken an example runs without them (``without_own_demos``).
 """
 
 from __future__ import annotations
@@ -85,3 +86,45 @@ def describe_predictor(program: dspy.Module, name: str) -> str:
 def prompt_size(candidate: Candidate) -> int:
     """Characters the candidate adds to every call of the program: its instructions and demos."""
     return sum(len(text) for text in candidate.values())
+
+
+def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:
+    """``candidate`` without the demos made from ``example``, so that running ``example`` cannot copy
+    its answer from the prompt (``BootstrapFewShot`` leaves the example out the same way). A demo is
+    the example's when it has one of the example's input fields and agrees on every such field."""
+    inputs = plain_values(example.inputs().toDict())
+    kept = {}
+    for key, value in candidate.items():
+        if is_text_key(key):
+            continue
+        demos = json.loads(value)
+        own = [d for d in demos if is_own_demo(d, inputs)]
+        if own:
+            kept[key] = json.dumps([d for d in demos if d not in own], ensure_ascii=False, sort_keys=True, default=str)
+    return {**candidate, **kept}
+
+
+def is_own_demo(demo: dict, inputs: dict) -> bool:
+    """Whether ``demo`` was made from the example with these ``inputs``: it names them as its
+    source (``SOURCE``: a later predictor's demo shares no field with the program's inputs), or it
+    has one of their fields and agrees on every one it has (a demo from elsewhere, or a duplicate)."""
+    if demo.get(SOURCE) == source_of(inputs):
+        return True
+    return any(f in demo for f in inputs) and all(demo[f] == inputs[f] for f in inputs if f in demo)
+
+
+# The example a demo was made from, as a fingerprint of its inputs. Adapters format only the
+# signature's fields, so the key never reaches a prompt.
+SOURCE = "fgo_source"
+
+
+def source_of(example: dspy.Example | dict) -> str:
+    """A short fingerprint of an example's inputs (an Example, or the inputs as a dict)."""
+    inputs = example.inputs().toDict() if isinstance(example, dspy.Example) else example
+    blob = json.dumps(plain_values(inputs), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plain_values(values: dict) -> dict:
+    """JSON-safe field values (a tool's args dict stays a dict; anything else unusual becomes text)."""
+    return json.loads(json.dumps(dict(values), ensure_ascii=False, default=str))

@@ -16,7 +16,7 @@ def demo(args) -> int:
     import dspy
 
     from dspy_fgo import FGO
-    from dspy_fgo.accounting import RoleMeter
+    from dspy_fgo.run.accounting import RoleMeter
     from dspy_fgo.data import bbh_metric, bbh_program, load_bbh, split_bbh
     from dspy_fgo.local import local_lm, serve
 
@@ -130,7 +130,7 @@ class _calls_bar:
 
 def report(args) -> int:
     """Render a saved report (``Report.save``) to Markdown and PNG."""
-    from dspy_fgo.report import Report
+    from dspy_fgo.report.report import Report
 
     saved = Report.load(args.path)
     out = Path(args.out or Path(args.path).with_suffix(""))
@@ -138,7 +138,7 @@ def report(args) -> int:
     (out / "summary.md").write_text(f"# {saved.method} report\n\n```\n{saved.summary()}\n```\n")
     made = ["summary.md"]
     try:
-        from dspy_fgo.plots import plot_partitions, plot_tree
+        from dspy_fgo.report.plots import plot_partitions, plot_tree
 
         if saved.tree:
             made.append(plot_tree(saved, out / "tree.png").name)

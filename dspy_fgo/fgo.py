@@ -8,21 +8,21 @@ from typing import Callable
 
 import dspy
 
-from dspy_fgo.accounting import Counters
 from dspy_fgo.base import UNCHANGED, ReflectiveOptimizer, check_int
 from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
-from dspy_fgo.divide import Partitioner, assign_checks, pool_small, resolve_partitioner
-from dspy_fgo.embed import Embedding
-from dspy_fgo.inner import optimize_with_inner
-from dspy_fgo.merge import MergeNode, ProgressiveMerge, merge_demos
-from dspy_fgo.checkpoint import Checkpoint, fingerprint
-from dspy_fgo.remote import make_job, run_partition_job
-from dspy_fgo.demos import demos_from_runs
-from dspy_fgo.nearest import POOL_PER_DEMO, NearestDemos
-from dspy_fgo.reflect import learning_runs, optimize_module, result_from_dict, result_to_dict
-from dspy_fgo.report import PartitionReport
-from dspy_fgo.route import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
-from dspy_fgo.runtime import PRIORITY
+from dspy_fgo.divide.embed import Embedding
+from dspy_fgo.divide.partition import Partitioner, assign_checks, pool_small, resolve_partitioner
+from dspy_fgo.merge.progressive import MergeNode, ProgressiveMerge, merge_demos
+from dspy_fgo.optimize.demos import demos_from_runs
+from dspy_fgo.optimize.inner import optimize_with_inner
+from dspy_fgo.optimize.reflect import learning_runs, optimize_module, result_from_dict, result_to_dict
+from dspy_fgo.report.report import PartitionReport
+from dspy_fgo.route.nearest import POOL_PER_DEMO, NearestDemos
+from dspy_fgo.route.router import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.run.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.run.executors import make_job, run_partition_job
+from dspy_fgo.run.runtime import PRIORITY
 from dspy_fgo.significance import Z
 
 logger = logging.getLogger("dspy_fgo")
@@ -64,7 +64,7 @@ class FGO(ReflectiveOptimizer):
             demos off.
         balance_demos: give each distinct gold answer the same number of a partition's demos (as
             many as its rarest answer has), where answers repeat: demos that mostly share one answer
-            pull the model towards it (``dspy_fgo.demos``). ``False``: the shortest, whatever they say.
+            pull the model towards it (``dspy_fgo.optimize.demos``). ``False``: the shortest, whatever they say.
         proposals: instructions proposed per epoch (distinct rollouts), and merged texts asked per
             merge node; the best-scoring on the held-out examples is kept unless it scores below the
             current one or is clearly worse (``accept_z``). A partition's few checks only rank the
@@ -86,7 +86,7 @@ class FGO(ReflectiveOptimizer):
             FGO starts no new work and returns the best program found so far (the report says so).
         executor: a ``concurrent.futures.Executor`` (process pool, ``dask.distributed.Client``) to run
             partitions on; the program, metric and LMs travel by cloudpickle.
-        progress: progress bars (``None``: in a terminal or notebook, not in CI; see ``dspy_fgo.progress``).
+        progress: progress bars (``None``: in a terminal or notebook, not in CI; see ``dspy_fgo.run.progress``).
         optimize_tools: also critique, rewrite and merge the descriptions of a ``dspy.ReAct`` agent's
             tools and their arguments (off by default, as in GEPA: tool docs are often the user's
             API documentation); the student's tools are never modified, and no code is generated.
@@ -102,7 +102,7 @@ class FGO(ReflectiveOptimizer):
             demos keeps a pool of them (from its training and held-out runs, up to
             ``nearest.POOL_PER_DEMO`` times ``max_demos``), and each input runs with the
             ``max_demos`` of its partition's pool most similar to it, never its own
-            (``dspy_fgo.nearest``); a routed specialist keeps its partition's pool. ``None``
+            (``dspy_fgo.route.nearest``); a routed specialist keeps its partition's pool. ``None``
             (default): on with routed demos and ``max_demos > 0``, which measured best on BBH-15
             (benchmarks/README.md); ``False`` keeps each partition's fixed demos.
     """

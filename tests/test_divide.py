@@ -5,7 +5,7 @@ import dspy
 from conftest import make_examples
 from dspy_fgo import ByEmbedding, ByKey, RandomSplit
 from dspy_fgo.divide import pool_small
-from dspy_fgo.embed import offline_embed
+from dspy_fgo.divide.embed import offline_embed
 
 
 def test_by_field_and_by_callable():
@@ -117,7 +117,7 @@ def test_held_out_examples_go_to_the_partition_the_router_sends_them_to():
 
     from dspy_fgo.divide import Partition, assign_checks, input_text
     from dspy_fgo.route import Router
-    from dspy_fgo.space import Space
+    from dspy_fgo.divide.space import Space
 
     rng = random.Random(0)
     words = [f"w{i}" for i in range(40)]

@@ -68,7 +68,7 @@ def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
 
 
 def test_fgo_with_mipro_inside_on_the_local_model(server):
-    from dspy_fgo.inner import compile_with
+    from dspy_fgo.optimize.inner import compile_with
     from dspy_fgo.local import local_lm
 
     tasks = ["navigate", "sports_understanding"]

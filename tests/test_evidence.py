@@ -9,8 +9,9 @@ import pytest
 
 from conftest import RULE, TOY_Z, exact, make_examples, objective, optimizer_respond, task_respond
 from dspy_fgo import FGO, read_candidate
-from dspy_fgo.demos import SOURCE, demos_from_runs, source_of, without_own_demos
-from dspy_fgo.runtime import Step, Trajectory
+from dspy_fgo.candidate import SOURCE, source_of, without_own_demos
+from dspy_fgo.optimize.demos import demos_from_runs
+from dspy_fgo.run.runtime import Step, Trajectory
 from fakes import FakeLM, field_value
 
 

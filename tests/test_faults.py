@@ -136,7 +136,7 @@ def test_real_lm_faults_are_retried_then_scored_as_failures(fail, prompt_lm):
 
 
 def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
-    from dspy_fgo.guards import copies_examples
+    from dspy_fgo.optimize.guards import copies_examples
 
     shared = "If you follow these instructions, do you return to the starting point?"
     examples = [dspy.Example(question=f"{shared} Take {n} steps. Turn left. Take {n + 1} steps backward.").with_inputs("question")
@@ -153,7 +153,7 @@ def test_copies_examples_tells_one_examples_text_from_the_tasks_wording():
 
 
 def test_an_instruction_that_retells_one_examples_numbers_is_a_copy():
-    from dspy_fgo.guards import copies_examples
+    from dspy_fgo.optimize.guards import copies_examples
 
     paths = ["M 53.87,61.90 L 52.73,49.16 L 63.98,54.06 L 53.87,61.90", "M 10.00,20.00 L 30.00,40.00 L 10.00,20.00"]
     examples = [dspy.Example(question=f'This SVG path element <path d="{d}"/> draws a').with_inputs("question")
@@ -169,7 +169,7 @@ def test_an_instruction_that_retells_one_examples_numbers_is_a_copy():
 
 
 def test_an_instruction_that_states_one_examples_answer_is_a_copy():
-    from dspy_fgo.guards import copies_examples
+    from dspy_fgo.optimize.guards import copies_examples
 
     examples = [dspy.Example(question=f"Today is day {n} of March 1966. What is the date 24 hours later?",
                              answer=f"03/{n + 1:02d}/1966").with_inputs("question") for n in (2, 5, 7)]
@@ -185,7 +185,7 @@ def test_an_instruction_that_states_one_examples_answer_is_a_copy():
 
 
 def test_class_labels_and_constants_are_not_copies_but_one_examples_answer_still_is():
-    from dspy_fgo.guards import copies_examples
+    from dspy_fgo.optimize.guards import copies_examples
 
     current = "Answer the question."
     reviews = [dspy.Example(question=f"Review {i}: {text}", answer=label).with_inputs("question")
@@ -210,7 +210,7 @@ def test_class_labels_and_constants_are_not_copies_but_one_examples_answer_still
 
 
 def test_an_agents_long_instruction_may_be_rewritten_at_its_length():
-    from dspy_fgo.guards import Budget, clean_instruction
+    from dspy_fgo.optimize.guards import Budget, clean_instruction
 
     tools = "".join(f"({i}) tool_{i}, whose description is <desc>looks up field {i}</desc>.\n" for i in range(80))
     current = "Use the tools to find the reference.\n" + tools
@@ -236,13 +236,13 @@ def test_a_rewrite_quoting_one_training_example_is_refused(task_lm):
 
 
 def test_an_echoed_score_line_is_dropped_from_a_rewrite():
-    from dspy_fgo.guards import Budget, clean_instruction
+    from dspy_fgo.optimize.guards import Budget, clean_instruction
 
     assert clean_instruction("(score 0.00)\nExtract the number.", Budget()) == "Extract the number."
 
 
 def test_a_rewrite_that_talks_about_the_instruction_is_refused():
-    from dspy_fgo.guards import Budget, clean_instruction
+    from dspy_fgo.optimize.guards import Budget, clean_instruction
 
     # Both seen from the 1.5B on BBH-15: text about the rewrite, naming our step, not an instruction.
     for text in ("To improve the instruction for step `self`, we should start by identifying the shape.",
@@ -267,8 +267,8 @@ def test_a_rewrite_that_restates_the_step_description_is_refused(task_lm):
 
 
 def test_the_optimizer_sees_the_expected_answer_not_the_examples_metadata():
-    from dspy_fgo.prompts import format_run
-    from dspy_fgo.runtime import Step, Trajectory
+    from dspy_fgo.optimize.prompts import format_run
+    from dspy_fgo.run.runtime import Step, Trajectory
 
     example = dspy.Example(question="Which order? (A) a (B) b", answer="b", task="hyperbaton", targets=["b"],
                            id=1537).with_inputs("question")

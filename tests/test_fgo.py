@@ -155,10 +155,10 @@ def test_a_merge_that_scores_below_its_best_child_is_replaced_by_that_child(task
 def test_a_merge_is_kept_unless_clearly_worse_than_its_best_child(lost, accept_z, kept):
     from fakes import FakeLM
 
-    from dspy_fgo.accounting import Counters, Meters
+    from dspy_fgo.run.accounting import Counters, Meters
     from dspy_fgo.merge import ProgressiveMerge
-    from dspy_fgo.prompts import Budget
-    from dspy_fgo.runtime import Runtime
+    from dspy_fgo.optimize.prompts import Budget
+    from dspy_fgo.run.runtime import Runtime
 
     student = dspy.Predict("question -> answer")
     items = [(i, ex) for i, ex in enumerate(make_examples(CATS[:2], per_category=6))]

@@ -8,7 +8,7 @@ import pytest
 from conftest import RULE, exact, make_examples
 from dspy_fgo import FGO, read_candidate
 from dspy_fgo.candidate import DEMOS
-from dspy_fgo.inner import compile_with
+from dspy_fgo.optimize.inner import compile_with
 from dspy_fgo.merge import MergeNode, merge_demos
 
 CATS = ["alpha", "beta", "gamma"]

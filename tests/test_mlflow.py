@@ -1,4 +1,4 @@
-"""MLflow tracking (dspy_fgo.tracking) against a real local sqlite tracking store, on the toy world."""
+"""MLflow tracking (dspy_fgo.report.tracking) against a real local sqlite tracking store, on the toy world."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import exact, make_examples, TOY_Z
 from dspy_fgo import FGO, Report
-from dspy_fgo.tracking import log_to_mlflow
+from dspy_fgo.report.tracking import log_to_mlflow
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -143,10 +143,10 @@ def test_a_logging_failure_only_warns(experiment, task_lm, prompt_lm, monkeypatc
         raise ConnectionError("tracking server down")
 
     monkeypatch.setattr(mlflow, "log_metrics", broken)
-    with caplog.at_level(logging.WARNING, logger="dspy_fgo.tracking"), mlflow.start_run():
+    with caplog.at_level(logging.WARNING, logger="dspy_fgo.report.tracking"), mlflow.start_run():
         fgo, program = compile_toy(task_lm, prompt_lm)
     assert fgo.report_.root["score"] == 1.0 and "RULE-alpha" in program.signature.instructions
-    warnings = [r for r in caplog.records if r.name == "dspy_fgo.tracking"]
+    warnings = [r for r in caplog.records if r.name == "dspy_fgo.report.tracking"]
     assert len(warnings) == 1 and "tracking server down" in warnings[0].getMessage()
 
 

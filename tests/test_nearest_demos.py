@@ -7,8 +7,8 @@ import pytest
 
 from conftest import exact, field_value, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, Routed, load_routed
-from dspy_fgo.nearest import NearestDemos
-from dspy_fgo.space import Space
+from dspy_fgo.route.nearest import NearestDemos
+from dspy_fgo.divide.space import Space
 from fakes import FakeLM
 
 CATS = ["alpha", "beta"]

@@ -6,7 +6,7 @@ import dspy
 
 from conftest import exact, make_examples
 from dspy_fgo import FGO, BatchWise
-from dspy_fgo.progress import wanted
+from dspy_fgo.run.progress import wanted
 
 
 def test_bars_show_each_stage_with_usage(task_lm, prompt_lm, capsys):

@@ -5,8 +5,8 @@ import pytest
 
 from conftest import RULE, exact, make_examples, optimizer_respond, TOY_Z
 from dspy_fgo import FGO, AllAtOnce, apply_candidate, read_candidate
-from dspy_fgo.accounting import Counters
-from dspy_fgo.prompts import agent_log
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.optimize.prompts import agent_log
 from dspy_fgo.tools import describe_tool
 from fakes import FakeLM, field_value
 

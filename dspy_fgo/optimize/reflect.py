@@ -34,14 +34,14 @@ from typing import Any, Callable, Sequence
 
 import dspy
 
-from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
-from dspy_fgo.demos import demo_count, demos_from_runs
-from dspy_fgo.guards import clean_instruction, copies_examples
-from dspy_fgo.lessons import describe_task, exemplar_runs, lessons_from_runs
-from dspy_fgo.prompts import Budget, clip
-from dspy_fgo.runtime import Runtime, Trajectory, mean_score
-from dspy_fgo.signatures import RewriteInstruction
+from dspy_fgo.optimize.demos import demo_count, demos_from_runs
+from dspy_fgo.optimize.guards import clean_instruction, copies_examples
+from dspy_fgo.optimize.lessons import describe_task, exemplar_runs, lessons_from_runs
+from dspy_fgo.optimize.prompts import Budget, clip
+from dspy_fgo.optimize.signatures import RewriteInstruction
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.run.runtime import Runtime, Trajectory, mean_score
 from dspy_fgo.significance import Z, clearly_better
 
 Items = Sequence[tuple[Any, dspy.Example]]
@@ -249,7 +249,7 @@ def propose(
     """One proposal: a new instruction per predictor (the old one kept where the answer is bad).
 
     None when no predictor got a usable instruction. A text that leaks the prompt or copies text
-    particular to some of ``examples`` is refused (``dspy_fgo.guards``)."""
+    particular to some of ``examples`` is refused (``dspy_fgo.optimize.guards``)."""
 
     def one(name: str) -> tuple[str, str]:
         step = describe_predictor(program, name)

@@ -24,14 +24,14 @@ from typing import Any, Callable, Sequence
 
 import dspy
 
-from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, candidate_text, describe_predictor, is_text_key
-from dspy_fgo.checkpoint import Checkpoint, fingerprint
-from dspy_fgo.divide import clusters_of
-from dspy_fgo.guards import clean_instruction
-from dspy_fgo.prompts import Budget, clip
-from dspy_fgo.runtime import Runtime
-from dspy_fgo.signatures import MergeInstructions
+from dspy_fgo.divide.partition import clusters_of
+from dspy_fgo.optimize.guards import clean_instruction
+from dspy_fgo.optimize.prompts import Budget, clip
+from dspy_fgo.optimize.signatures import MergeInstructions
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.run.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.run.runtime import Runtime
 from dspy_fgo.significance import Z, clearly_better
 
 logger = logging.getLogger("dspy_fgo")

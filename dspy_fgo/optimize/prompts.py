@@ -13,9 +13,9 @@ from typing import Any
 
 import dspy
 
-from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, is_text_key
-from dspy_fgo.runtime import Trajectory
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.run.runtime import Trajectory
 
 CHARS_PER_TOKEN = 3  # conservative: real tokenizers give ~4 chars per token on English text
 PROMPT_OVERHEAD_TOKENS = 600  # the signature's own instructions and the adapter's framing

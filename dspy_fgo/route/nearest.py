@@ -8,7 +8,7 @@ that kept demos keeps a larger pool instead: the solved runs and labeled example
 *and* held-out examples (the runs FGO already made, so no LM call), and each input runs with the
 ``max_demos`` demos of that pool whose inputs are most similar to its own (most similar first, as
 DSPy's ``KNNFewShot`` orders them), never with a demo of itself. That the partition keeps demos at
-all is still decided on its held-out checks (``dspy_fgo.reflect``); what its pool holds afterwards
+all is still decided on its held-out checks (``dspy_fgo.optimize.reflect``); what its pool holds afterwards
 is a refit on all of its examples, as a model is refit on train and validation after selection.
 Because an input never sees its own demo, the merges and the final check can still score every
 check fairly (a leave-one-out choice).
@@ -29,9 +29,10 @@ import dspy
 import numpy as np
 
 from dspy_fgo.candidate import DEMOS, Candidate
-from dspy_fgo.demos import balanced, is_own_demo, normalized_label, plain_values
-from dspy_fgo.divide import input_text
-from dspy_fgo.space import Space
+from dspy_fgo.divide.partition import input_text
+from dspy_fgo.divide.space import Space
+from dspy_fgo.candidate import is_own_demo, plain_values
+from dspy_fgo.optimize.demos import balanced, normalized_label
 
 POOL_PER_DEMO = 8  # a partition's pool holds at most this many times max_demos: a saved program stays bounded
 
@@ -41,7 +42,7 @@ class NearestDemos:
 
     ``space`` is fitted on the training and held-out inputs both (a pool holds demos of either, and
     a word that only held-out examples use must still count). ``labels`` are the fields the examples label (``answer``): with ``balance``, the nearest demos
-    give each repeated label the same share, as a partition's fixed demos do (``dspy_fgo.demos``)."""
+    give each repeated label the same share, as a partition's fixed demos do (``dspy_fgo.optimize.demos``)."""
 
     def __init__(self, space: Space, k: int, labels: Sequence[str] = (), balance: bool = True):
         self.space, self.k, self.labels, self.balance = space, int(k), list(labels), bool(balance)

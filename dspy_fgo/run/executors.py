@@ -12,10 +12,10 @@ from typing import Any
 
 import cloudpickle
 
-from dspy_fgo.accounting import Counters, Meters
-from dspy_fgo.inner import optimize_with_inner
-from dspy_fgo.reflect import optimize_module, result_to_dict
-from dspy_fgo.runtime import Runtime
+from dspy_fgo.optimize.inner import optimize_with_inner
+from dspy_fgo.optimize.reflect import optimize_module, result_to_dict
+from dspy_fgo.run.accounting import Counters, Meters
+from dspy_fgo.run.runtime import Runtime
 
 
 def make_job(**job: Any) -> bytes:

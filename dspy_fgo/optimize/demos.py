@@ -11,20 +11,19 @@ one answer pulls the model towards it (majority-label bias, Zhao et al. 2021, "C
 Use"), and a partition's few solved and failed runs are rarely balanced (3 of 4 failed runs with
 one answer is common). Demos ride in the candidate as JSON under
 ``"<predictor>::demos"``; whether a partition keeps them is decided by validation, like any other
-change (``dspy_fgo.reflect``).
+change (``dspy_fgo.optimize.reflect``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Sequence
 
 import dspy
 
-from dspy_fgo.candidate import DEMOS, Candidate, is_text_key
+from dspy_fgo.candidate import DEMOS, SOURCE, Candidate, is_text_key, plain_values, source_of
+from dspy_fgo.run.runtime import Trajectory
 from dspy_fgo.tools import is_tool_key
-from dspy_fgo.runtime import Trajectory
 
 
 def demos_from_runs(candidate: Candidate, trajectories: Sequence[Trajectory], max_demos: int,
@@ -109,47 +108,5 @@ def _shortest_first(demos: list[Demo]) -> list[Demo]:
     return sorted(distinct, key=lambda d: len(json.dumps(d[0], ensure_ascii=False, default=str)))
 
 
-def without_own_demos(candidate: Candidate, example: dspy.Example) -> Candidate:
-    """``candidate`` without the demos made from ``example``, so that running ``example`` cannot copy
-    its answer from the prompt (``BootstrapFewShot`` leaves the example out the same way). A demo is
-    the example's when it has one of the example's input fields and agrees on every such field."""
-    inputs = plain_values(example.inputs().toDict())
-    kept = {}
-    for key, value in candidate.items():
-        if is_text_key(key):
-            continue
-        demos = json.loads(value)
-        own = [d for d in demos if is_own_demo(d, inputs)]
-        if own:
-            kept[key] = json.dumps([d for d in demos if d not in own], ensure_ascii=False, sort_keys=True, default=str)
-    return {**candidate, **kept}
-
-
-def is_own_demo(demo: dict, inputs: dict) -> bool:
-    """Whether ``demo`` was made from the example with these ``inputs``: it names them as its
-    source (``SOURCE``: a later predictor's demo shares no field with the program's inputs), or it
-    has one of their fields and agrees on every one it has (a demo from elsewhere, or a duplicate)."""
-    if demo.get(SOURCE) == source_of(inputs):
-        return True
-    return any(f in demo for f in inputs) and all(demo[f] == inputs[f] for f in inputs if f in demo)
-
-
-# The example a demo was made from, as a fingerprint of its inputs. Adapters format only the
-# signature's fields, so the key never reaches a prompt.
-SOURCE = "fgo_source"
-
-
-def source_of(example: dspy.Example | dict) -> str:
-    """A short fingerprint of an example's inputs (an Example, or the inputs as a dict)."""
-    inputs = example.inputs().toDict() if isinstance(example, dspy.Example) else example
-    blob = json.dumps(plain_values(inputs), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def demo_count(candidate: Candidate) -> int:
     return sum(len(json.loads(v)) for k, v in candidate.items() if not is_text_key(k))
-
-
-def plain_values(values: dict) -> dict:
-    """JSON-safe field values (a tool's args dict stays a dict; anything else unusual becomes text)."""
-    return json.loads(json.dumps(dict(values), ensure_ascii=False, default=str))

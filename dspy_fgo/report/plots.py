@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dspy_fgo.report import Report
+from dspy_fgo.report.report import Report
 
 
 def _pyplot():

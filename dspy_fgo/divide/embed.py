@@ -16,7 +16,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from dspy_fgo.accounting import Counters, RoleMeter
+from dspy_fgo.run.accounting import Counters, RoleMeter
 
 logger = logging.getLogger("dspy_fgo")
 

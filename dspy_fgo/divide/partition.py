@@ -18,7 +18,7 @@ import dspy
 import numpy as np
 from sklearn.cluster import KMeans
 
-from dspy_fgo.space import Space, unit_centroids
+from dspy_fgo.divide.space import Space, unit_centroids
 
 
 @dataclass
@@ -221,7 +221,7 @@ def assign_checks(partitioner: Partitioner, partitions: Sequence[Partition], tra
     """For each partition, the positions of the valset examples of its kind: the same key when
     partitioning by key, else (and for a key no partition has) the partition the returned program
     routes the example to: the highest cosine to the centroid of its training inputs, in the
-    routing space (``dspy_fgo.space``). These are the examples a partition's changes are judged on,
+    routing space (``dspy_fgo.divide.space``). These are the examples a partition's changes are judged on,
     so none of them is ever shown to its optimizer."""
     owner = {i: p for p, part in enumerate(partitions) for i in part.indices}
     found: list[int | None] = [None] * len(valset)

@@ -5,7 +5,7 @@ Every optimizer here calls :func:`log_to_mlflow` once, when its report is ready.
 MLflow run the caller has started (``with mlflow.start_run(): fgo.compile(...)``), or, under
 ``mlflow.dspy.autolog(log_compiles=True)`` with no run active, into a run of its own, as autolog
 does for DSPy's optimizers. Otherwise (MLflow not installed, no run, no autolog) it does nothing.
-It never fails a compile: a logging error is a warning on the ``dspy_fgo.tracking`` logger.
+It never fails a compile: a logging error is a warning on the ``dspy_fgo.report.tracking`` logger.
 
 A second compile inside the same run (whose ``fgo.*`` params are already set, and MLflow params
 cannot change) is logged to a nested child run named after the method.
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("dspy_fgo.tracking")
+logger = logging.getLogger("dspy_fgo.report.tracking")
 
 PREFIX = "fgo."
 _SECRET = re.compile(r"api_?key|secret|password|credential|auth", re.I)
@@ -141,7 +141,7 @@ def metrics(report) -> dict[str, float]:
 def _plots(report, folder: Path) -> list[Path]:
     """The merge tree and the per-partition scores as PNGs, when matplotlib is installed."""
     try:
-        from dspy_fgo.plots import plot_partitions, plot_tree
+        from dspy_fgo.report.plots import plot_partitions, plot_tree
 
         made = []
         if report.tree:

@@ -42,9 +42,9 @@ import dspy
 import numpy as np
 
 from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, is_text_key
-from dspy_fgo.divide import input_text
-from dspy_fgo.nearest import NearestDemos
-from dspy_fgo.space import Space, unit_centroids
+from dspy_fgo.divide.partition import input_text
+from dspy_fgo.divide.space import Space, unit_centroids
+from dspy_fgo.route.nearest import NearestDemos
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -106,7 +106,7 @@ class Routed(dspy.Module):
         super().__init__()
         self.experts = list(experts)
         self.router = router
-        self.nearest = nearest  # set: each expert's demos are a pool, cut per input (dspy_fgo.nearest)
+        self.nearest = nearest  # set: each expert's demos are a pool, cut per input (dspy_fgo.route.nearest)
 
     def forward(self, **inputs):
         expert = self.experts[self.router.pick(inputs)]

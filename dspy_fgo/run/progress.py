@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 
-from dspy_fgo.accounting import Meters
+from dspy_fgo.run.accounting import Meters
 
 
 def wanted(setting: bool | None) -> bool:

@@ -21,9 +21,9 @@ from typing import Any, Callable, Sequence
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from dspy_fgo.accounting import Meters
-from dspy_fgo.progress import Progress
-from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key
+from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, without_own_demos
+from dspy_fgo.run.accounting import Meters
+from dspy_fgo.run.progress import Progress
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -183,7 +183,6 @@ class Runtime:
         Each example runs without its own demo, wherever the score is taken: shown its answer, a
         run copies it, and a candidate carrying training examples as demos would score as solved
         the very examples it was built from."""
-        from dspy_fgo.demos import without_own_demos  # demos reads Trajectory from here
 
         ckey = candidate_key(candidate)
         todo = [(k, ex) for k, ex in items if (ckey, k) not in self._cache]

@@ -8,9 +8,9 @@ from typing import Sequence
 
 import dspy
 
-from dspy_fgo.divide import input_text
+from dspy_fgo.divide.partition import input_text
 
-from dspy_fgo.prompts import Budget
+from dspy_fgo.optimize.prompts import Budget
 
 COPY_MIN_WORDS = 6  # a rewrite quoting this many words of one example's inputs is about that example
 COPY_MIN_NUMBERS = 2  # ... or this many of its numbers (of 3 characters or more: 53.87, 1966)

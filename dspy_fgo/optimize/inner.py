@@ -14,8 +14,8 @@ from typing import Callable
 import dspy
 
 from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
-from dspy_fgo.reflect import ReflectResult
-from dspy_fgo.runtime import Runtime
+from dspy_fgo.optimize.reflect import ReflectResult
+from dspy_fgo.run.runtime import Runtime
 from dspy_fgo.tools import is_tool_key
 
 

@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import dspy
 
-from dspy_fgo.accounting import Counters
 from dspy_fgo.candidate import Candidate, describe_predictor, is_text_key
-from dspy_fgo.prompts import Budget, _fields, clip, format_run, instructions_text
-from dspy_fgo.runtime import Runtime, Trajectory
-from dspy_fgo.signatures import CritiqueRun, CritiqueRuns, DescribeTask, DistillLessons
+from dspy_fgo.optimize.prompts import Budget, _fields, clip, format_run, instructions_text
+from dspy_fgo.optimize.signatures import CritiqueRun, CritiqueRuns, DescribeTask, DistillLessons
+from dspy_fgo.run.accounting import Counters
+from dspy_fgo.run.runtime import Runtime, Trajectory
 
 CRITIQUE_MAX_TOKENS = 300  # a critique is a few sentences; a cap keeps a rambling model from stalling a run
 LESSONS_MAX_CHARS = 1200  # the lessons the rewrite reads: a few bullet points

@@ -1,0 +1,6 @@
+"""Route: each input runs with its own partition's demos, or its specialist, under one merged
+instruction (``router``), with the demos of the partition's pool nearest to it (``nearest``)."""
+
+from dspy_fgo.route.router import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed, Router, load_routed
+
+__all__ = ["ROUTED_DEMOS", "DemoRoute", "RoutePlan", "Routed", "Router", "load_routed"]
