@@ -15,7 +15,7 @@ from dspy_fgo.divide.partition import Partitioner, assign_checks, pool_small, re
 from dspy_fgo.merge.progressive import MergeNode, ProgressiveMerge, merge_demos
 from dspy_fgo.optimize.demos import demos_from_runs
 from dspy_fgo.optimize.inner import optimize_with_inner
-from dspy_fgo.optimize.reflect import learning_runs, optimize_module, result_from_dict, result_to_dict
+from dspy_fgo.optimize.reflect import Algorithm1, learning_runs, optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report.report import PartitionReport
 from dspy_fgo.route.nearest import POOL_PER_DEMO, NearestDemos
 from dspy_fgo.route.router import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
@@ -383,8 +383,8 @@ class FGO(ReflectiveOptimizer):
         elif self.inner is not None:
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
         else:
-            result, by = optimize_module(s.rt, s.student, start, items, checks=checks, counters=events,
-                                         resume=resume, on_epoch=on_epoch, **self._algorithm1(s)), "FGO"
+            result, by = optimize_module(s.rt, s.student, start, items, self._algorithm1(s), checks=checks,
+                                         counters=events, resume=resume, on_epoch=on_epoch), "FGO"
         s.counters.absorb(events.to_dict())
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
         logger.info("partition %r (%d examples) optimized by %s: %.2f -> %.2f [%d LM calls so far]",
@@ -405,12 +405,11 @@ class FGO(ReflectiveOptimizer):
         events.absorb(outcome["events"])
         return result_from_dict(outcome["result"]), outcome["optimizer"]
 
-    def _algorithm1(self, s) -> dict:
+    def _algorithm1(self, s) -> Algorithm1:
         """Algorithm 1's settings, the same wherever a partition runs."""
-        return dict(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
-                    critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
-                    balance_demos=self.balance_demos,
-                    accept_z=self.accept_z, min_failures=self.min_failures)
+        return Algorithm1(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
+                          critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
+                          balance_demos=self.balance_demos, accept_z=self.accept_z, min_failures=self.min_failures)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

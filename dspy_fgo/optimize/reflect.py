@@ -89,23 +89,31 @@ def hold_out(items: Items) -> tuple[list, list]:
     return [x for i, x in enumerate(items) if i % 3 != 2], items[2::3]
 
 
+@dataclass(frozen=True)
+class Algorithm1:
+    """Algorithm 1's settings: built once by the optimizer, the same object wherever a partition runs
+    (here, or on an executor's worker)."""
+
+    epochs: int
+    budget: Budget
+    critique_successes: int = 1
+    critique_mode: str = "batch"
+    max_demos: int = 0
+    balance_demos: bool = True
+    proposals: int = 3
+    accept_z: float = Z
+    min_failures: int = 1
+
+
 def optimize_module(
     rt: Runtime,
     program: dspy.Module,
     start: Candidate,
     items: Items,
+    settings: Algorithm1,
     *,
-    epochs: int,
-    budget: Budget,
     counters: Counters,
-    critique_successes: int = 1,
-    critique_mode: str = "batch",
     checks: Items | None = None,
-    max_demos: int = 0,
-    balance_demos: bool = True,
-    proposals: int = 3,
-    accept_z: float = Z,
-    min_failures: int = 1,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
@@ -126,13 +134,13 @@ def optimize_module(
         runs = None  # made when the next epoch needs them
     else:
         task, stopped = "", False
-        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, max_demos, counters,
-                                                             accept_z, balance_demos)
+        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, settings, counters)
         history = [first]
         save(_state(history, task, baseline, stopped))
-        rt.progress.note(epoch=f"0/{epochs}", epoch_score=f"{score:.2f}")
+        rt.progress.note(epoch=f"0/{settings.epochs}", epoch_score=f"{score:.2f}")
 
-    for epoch in range(history[-1].epoch + 1, epochs + 1):
+    budget, proposals = settings.budget, settings.proposals
+    for epoch in range(history[-1].epoch + 1, settings.epochs + 1):
         if stopped or rt.exhausted():
             break  # nothing left to learn, or no budget left
         kept = rt.evaluate(current, checks)  # already run: no call
@@ -141,7 +149,7 @@ def optimize_module(
             runs = learning_runs(rt, current, train)
             if history[-1].train_score is None:
                 history[-1].train_score = mean_score(runs)
-        if sum(not run.solved for run in [*runs, *kept]) < min_failures:
+        if sum(not run.solved for run in [*runs, *kept]) < settings.min_failures:
             counters.add("partitions_without_failures")  # nothing left to learn from
             stopped = True
             save(_state(history, task, baseline, stopped))
@@ -151,8 +159,8 @@ def optimize_module(
         if _kept_nothing(history[-1]):  # the same runs as last epoch, so the same lessons: new asks only
             lessons, critiqued = history[-1].lessons, 0
         else:
-            lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, critique_successes,
-                                                   critique_mode)
+            lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, settings.critique_successes,
+                                                   settings.critique_mode)
         shown = exemplar_runs(runs, epoch, budget, counters)
         texts = rt.map(lambda i: propose(rt, program, current, task, history, lessons, shown, budget, counters,
                                          examples, rollout=(epoch - 1) * proposals + i), range(proposals))
@@ -165,7 +173,7 @@ def optimize_module(
         # final check pool the evidence), so the best is kept unless it scores below the current
         # candidate or is clearly worse than it (a paired sign test, as for demos).
         accepted = (best is not None and scores[best] >= score
-                    and not clearly_better(old, runs_of[best], accept_z))
+                    and not clearly_better(old, runs_of[best], settings.accept_z))
         records = []
         for i, text in enumerate(fresh):
             won = accepted and i == best
@@ -178,7 +186,7 @@ def optimize_module(
         history.append(EpochRecord(epoch=epoch, score=score, candidate=current, critiques=critiqued,
                                    train_score=mean_score(runs) if runs else None, lessons=lessons,
                                    proposals=records))
-        rt.progress.note(epoch=f"{epoch}/{epochs}", epoch_score=f"{score:.2f}")
+        rt.progress.note(epoch=f"{epoch}/{settings.epochs}", epoch_score=f"{score:.2f}")
         if not accepted:
             counters.add("epochs_without_change")  # the next epoch asks again: new rollouts, new texts
         save(_state(history, task, baseline, stopped))
@@ -186,7 +194,7 @@ def optimize_module(
                          task_description=task, checks=[k for k, _ in checks])
 
 
-def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_z=Z, balance_demos=True):
+def _first_epoch(rt, program, start, train, checks, settings: Algorithm1, counters):
     """Epoch 0: the start's runs and held-out score, and demos from its runs unless they clearly lose.
 
     The mirror of the rule for instructions: demos are the partition's own solved examples, and on
@@ -199,13 +207,14 @@ def _first_epoch(rt, program, start, train, checks, max_demos, counters, accept_
     old, score = [run.score for run in kept], mean_score(kept)
     baseline = score
     record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
-    if max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, max_demos, program, balance=balance_demos, counters=counters)
+    if settings.max_demos and not rt.exhausted():
+        demos = demos_from_runs(current, runs, settings.max_demos, program, balance=settings.balance_demos,
+                                counters=counters)
         if demos:
             trial = {**current, **demos}
             tried = rt.evaluate(trial, checks)
             new, trial_score = [run.score for run in tried], mean_score(tried)
-            accepted = not clearly_better(old, new, accept_z)
+            accepted = not clearly_better(old, new, settings.accept_z)
             counters.add("demos_accepted" if accepted else "demos_rejected")
             record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
                                      "accepted": accepted,

@@ -32,8 +32,8 @@ def run_partition_job(blob: bytes) -> dict:
         result, by = optimize_with_inner(rt, job["inner"], job["seed"], student, job["start"], job["items"],
                                          job["checks"])
     else:
-        result = optimize_module(rt, student, job["start"], job["items"], checks=job["checks"], counters=counters,
-                                 **job["algorithm1"])
+        result = optimize_module(rt, student, job["start"], job["items"], job["algorithm1"], checks=job["checks"],
+                                 counters=counters)
         by = "FGO"
     if rt.exhausted():
         counters.add("jobs_stopped_by_budget")
