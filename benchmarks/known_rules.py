@@ -14,7 +14,9 @@ could write from the task's runs) and a plausible wrong one. The cells:
   otherwise their wrong rules (its critiques and task descriptions name the tasks they were shown).
   The task model, and so every score FGO selects on, is real.
 Each cell goes to ``OUT/cells/<cell>-seed<s>.json`` with the code version; finished cells are
-skipped, so an interrupted run resumes. ``OUT/results.md`` is rebuilt from the cells.
+skipped, and an FGO cell cut short resumes from its checkpoints (``OUT/checkpoints``), so an
+interrupted run resumes (the resumed cell's compile time is then its last attempt's). ``OUT/results.md``
+is rebuilt from the cells.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def scripted_optimizer(q: float, seed: int, rules: dict, examples) -> ScriptedLM
     return ScriptedLM("scripted/optimizer", respond)
 
 
-def run_cell(cell: str, seed: int, task, kind: str, task_lm, rules: dict) -> dict:
+def run_cell(cell: str, seed: int, task, kind: str, task_lm, rules: dict, checkpoint_dir=None) -> dict:
     from dspy_fgo import FGO
     from dspy_fgo.data import bbh_program
 
@@ -78,7 +80,7 @@ def run_cell(cell: str, seed: int, task, kind: str, task_lm, rules: dict) -> dic
         q = float(cell.removeprefix("fgo-q"))
         optimizer = scripted_optimizer(q, seed, rules, [*task.train, *task.val])
         fgo = FGO(metric=task.metric, partition_by="task", task_model=task_lm, prompt_model=optimizer, seed=seed,
-                  num_threads=2, progress=True)
+                  num_threads=2, progress=True, checkpoint_dir=checkpoint_dir)
         program = fgo.compile(program, trainset=task.train, valset=task.val)
         report = fgo.report_
         extra = {"optimizer_calls": optimizer.calls, "task_usage": report.usage["task"],
@@ -154,7 +156,8 @@ def main(argv=None) -> int:
                 if path.exists():
                     print(f"{path.name}: done before, skipped", flush=True)
                     continue
-                result = {**run_cell(cell, seed, task, args.program, task_lm, rules), **meta}
+                units = out / "checkpoints" / f"{cell}-seed{seed}"  # an interrupted FGO cell resumes from here
+                result = {**run_cell(cell, seed, task, args.program, task_lm, rules, units), **meta}
                 path.write_text(json.dumps(result, indent=1, default=str))
                 print(f"{cell} seed {seed}: {100 * result['test_accuracy']:.1f} %", flush=True)
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
