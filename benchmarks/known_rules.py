@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     task = bbh15(program=args.program, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, source=args.data)
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    meta = {"command": "python -m benchmarks.known_rules " + " ".join(argv or []), "code_version": code_version(),
+    meta = {"command": " ".join(["python -m benchmarks.known_rules", *(sys.argv[1:] if argv is None else argv)]),
+            "code_version": code_version(),
             "model": args.model, "program": args.program, "splits": [args.n_train, args.n_val, args.n_test]}
     with serve(args.model, n_ctx=8192, n_parallel=2, n_threads=2) as server:
         task_lm = local_lm(server, temperature=0.0, max_tokens=args.max_tokens)
