@@ -18,6 +18,7 @@ from dspy_fgo.report.report import Report
 from dspy_fgo.run.accounting import Counters, Meters, priced_name
 from dspy_fgo.run.progress import Progress, wanted
 from dspy_fgo.run.runtime import Runtime
+from dspy_fgo.settings import Settings
 from dspy_fgo.significance import clearly_better
 from dspy_fgo.tools import agents
 
@@ -79,65 +80,19 @@ class ReflectiveOptimizer(Teleprompter):
 
     method = "reflective"
 
-    def __init__(
-        self,
-        metric: Callable,
-        *,
-        epochs: int = 3,
-        prompt_model: dspy.BaseLM | None = None,
-        task_model: dspy.BaseLM | None = None,
-        num_threads: int = 4,
-        seed: int = 0,
-        max_errors: int | None = None,
-        max_prompt_tokens: int | None = None,
-        critique_successes: int = 1,
-        critique: str = "batch",
-        max_lm_calls: int | None = None,
-        max_tokens: int | None = None,
-        max_cost: float | None = None,
-        optimize_tools: bool = False,
-        progress: bool | None = None,
-        success_threshold: float = 0.5,
-    ):
+    settings_type = Settings
+
+    def __init__(self, metric: Callable, **settings):
         super().__init__()
-        if not callable(metric):
-            raise TypeError(f"metric must be callable as metric(example, prediction, trace=None); got {metric!r}")
-        check_int("epochs", epochs, 0)
-        check_int("num_threads", num_threads, 1)
-        check_int("seed", seed, 0)
-        check_int("max_errors", max_errors, 0, optional=True)
-        check_int("max_prompt_tokens", max_prompt_tokens, 1000, optional=True)
-        check_int("critique_successes", critique_successes, 0)
-        check_int("max_lm_calls", max_lm_calls, 1, optional=True)
-        if critique not in ("each", "batch"):
-            raise ValueError(f"critique must be 'each' (one call per run, the paper's) or 'batch'; got {critique!r}")
-        check_int("max_tokens", max_tokens, 1, optional=True)
-        if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float))
-                                     or max_cost <= 0):
-            raise ValueError(f"max_cost must be a positive number of US dollars; got {max_cost!r}")
-        for name, lm in (("prompt_model", prompt_model), ("task_model", task_model)):
-            if lm is not None and not isinstance(lm, dspy.BaseLM):
-                raise TypeError(f"{name} must be a dspy.LM (or dspy.BaseLM); got {type(lm).__name__}")
-        if (isinstance(success_threshold, bool) or not isinstance(success_threshold, (int, float))
-                or not 0 < success_threshold <= 1):
-            raise ValueError(f"success_threshold must be a score above 0 and at most 1; got {success_threshold!r}")
-        self.success_threshold = float(success_threshold)
-        self.metric = metric
-        self.epochs = epochs
-        self.prompt_model = prompt_model
-        self.task_model = task_model
-        self.num_threads = num_threads
-        self.seed = seed
-        self.max_errors = max_errors
-        self.max_prompt_tokens = max_prompt_tokens
-        self.critique_successes = critique_successes
-        self.critique = critique
-        self.max_lm_calls = max_lm_calls
-        self.max_tokens = max_tokens
-        self.max_cost = max_cost
-        self.optimize_tools = bool(optimize_tools)
-        self.progress = progress
+        self.settings = self.settings_type.build(metric, **settings)
         self.report_: Report | None = None
+
+    def __getattr__(self, name: str):
+        # Each setting reads as an attribute (``fgo.epochs``), as on DSPy's own teleprompters.
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in settings.__dataclass_fields__:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- a compile's life -------------------------------------------------------------------
     def _session(self, student, trainset, valset) -> Session:
@@ -246,7 +201,8 @@ class ReflectiveOptimizer(Teleprompter):
 
     def _settings(self, s: Session) -> dict[str, Any]:
         """The settings as plain JSON values (models by name only: never keys)."""
-        values = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("report_", "partitioner")}
+        own = {k: v for k, v in vars(self).items() if k not in ("settings", "report_", "partitioner")}
+        values = {**self.settings.values(), **own}
         values["task_model"] = values["task_model"] or dspy.settings.lm
         values["max_prompt_tokens"] = s.budget.max_prompt_tokens
         return {k: plain(v) for k, v in values.items()}
@@ -257,10 +213,3 @@ def plain(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return getattr(value, "model", None) or getattr(value, "__name__", None) or type(value).__name__
-
-
-def check_int(name: str, value, low: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")

@@ -17,7 +17,8 @@ from typing import Callable
 
 import dspy
 
-from dspy_fgo.base import ReflectiveOptimizer, Session, check_int
+from dspy_fgo.base import ReflectiveOptimizer, Session
+from dspy_fgo.settings import check_int
 from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
 from dspy_fgo.optimize.reflect import EpochRecord, reflect_step
 from dspy_fgo.run.runtime import mean_score

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
 from typing import Callable
 
 import dspy
 
-from dspy_fgo.base import UNCHANGED, ReflectiveOptimizer, check_int
+from dspy_fgo.base import UNCHANGED, ReflectiveOptimizer
 from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
 from dspy_fgo.divide.embed import Embedding
 from dspy_fgo.divide.partition import Partitioner, assign_checks, pool_small, resolve_partitioner
@@ -23,18 +22,19 @@ from dspy_fgo.run.accounting import Counters
 from dspy_fgo.run.checkpoint import Checkpoint, fingerprint
 from dspy_fgo.run.executors import make_job, run_partition_job
 from dspy_fgo.run.runtime import PRIORITY
-from dspy_fgo.significance import Z
+from dspy_fgo.settings import FGOSettings
 
 logger = logging.getLogger("dspy_fgo")
 
-CLUSTERINGS = ("kmeans", "spectral", "bisecting", "none")
-ROUTES = (False, True, "demos")
 
 
 class FGO(ReflectiveOptimizer):
     """Fine-Grained Generative Optimization (Liu et al.): divide, optimize, merge.
 
     Args:
+        auto: a preset, ``"light"``, ``"medium"`` (the defaults) or ``"heavy"``, setting ``epochs``,
+            ``proposals`` and ``min_failures`` together (``dspy_fgo.settings.PRESETS``); settings
+            given explicitly override it.
         metric: ``metric(example, prediction, trace=None)`` returning a bool or a float in [0, 1]
             (or ``dspy.Prediction(score=..., feedback=...)``; the feedback is shown to the optimizer).
         success_threshold: a run scoring at least this is solved: it may become a demo, and the
@@ -109,76 +109,11 @@ class FGO(ReflectiveOptimizer):
 
     method = "FGO"
 
-    def __init__(
-        self,
-        metric: Callable,
-        *,
-        partition_by: str | Callable | Partitioner | None = None,
-        n_partitions: int | None = None,
-        min_partition_size: int = 2,
-        merge_threshold: int = 3,
-        clustering: str = "kmeans",
-        embedder: Callable | None = None,
-        inner: Callable[[int], object] | None = None,
-        checkpoint_dir: str | None = None,
-        executor: Executor | None = None,
-        max_demos: int = 4,
-        balance_demos: bool = True,
-        proposals: int = 3,
-        route: bool | str = False,
-        nearest_demos: bool | None = None,
-        accept_z: float = Z,
-        min_failures: int = 1,
-        **settings,
-    ):
-        super().__init__(metric, **settings)
-        if isinstance(accept_z, bool) or not isinstance(accept_z, (int, float)) or not 0 <= accept_z <= 10:
-            raise ValueError(f"accept_z must be a number from 0 (any gain) to 10; got {accept_z!r}")
-        self.accept_z = float(accept_z)
-        check_int("min_failures", min_failures, 1)
-        self.min_failures = min_failures
-        check_int("max_demos", max_demos, 0)
-        check_int("proposals", proposals, 1)
-        self.max_demos = max_demos
-        if not isinstance(balance_demos, bool):
-            raise ValueError(f"balance_demos must be True or False; got {balance_demos!r}")
-        self.balance_demos = balance_demos
-        self.proposals = proposals
-        if not any(route is r or (isinstance(r, str) and route == r) for r in ROUTES):
-            raise ValueError(f"route must be one of {ROUTES}; got {route!r}")
-        self.route = route
-        routes_demos = route in ROUTED_DEMOS  # True or "demos" (checked above)
-        if nearest_demos is None:
-            nearest_demos = routes_demos and max_demos > 0
-        if not isinstance(nearest_demos, bool):
-            raise ValueError(f"nearest_demos must be True, False or None (on with routed demos); "
-                             f"got {nearest_demos!r}")
-        if nearest_demos and (not routes_demos or not max_demos):
-            raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
-                             f"route='demos' or True, and max_demos > 0; got route={route!r}, max_demos={max_demos}")
-        self.nearest_demos = nearest_demos
-        check_int("n_partitions", n_partitions, 1, optional=True)
-        check_int("min_partition_size", min_partition_size, 1)
-        check_int("merge_threshold", merge_threshold, 2)
-        if clustering not in CLUSTERINGS:
-            raise ValueError(f"clustering must be one of {CLUSTERINGS}; got {clustering!r}")
-        if embedder is not None and not callable(embedder):
-            raise TypeError("embedder must be a dspy.Embedder or a callable from texts to vectors")
-        if inner is not None and (not callable(inner) or (hasattr(inner, "compile") and not isinstance(inner, type))):
-            raise TypeError("inner must be a factory seed -> teleprompter, e.g. "
-                            "lambda seed: dspy.MIPROv2(metric, auto='light', seed=seed); got an instance or non-callable")
-        self.partitioner = resolve_partitioner(partition_by)
-        self.partition_by = partition_by
-        self.n_partitions = n_partitions
-        self.min_partition_size = min_partition_size
-        self.merge_threshold = merge_threshold
-        self.clustering = clustering
-        self.embedder = embedder
-        self.inner = inner
-        self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
-        if executor is not None and not callable(getattr(executor, "submit", None)):
-            raise TypeError("executor must be a concurrent.futures.Executor (anything with submit(fn, *args))")
-        self.executor = executor
+    settings_type = FGOSettings
+
+    def __init__(self, metric: Callable, *, auto: str | None = None, **settings):
+        super().__init__(metric, auto=auto, **settings)
+        self.partitioner = resolve_partitioner(self.partition_by)
 
     def _check_inputs(self, student, trainset, valset) -> dspy.BaseLM:
         task_lm = super()._check_inputs(student, trainset, valset)

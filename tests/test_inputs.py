@@ -27,6 +27,35 @@ def test_bad_settings(settings, message):
         FGO(**settings)
 
 
+def test_an_unknown_setting_is_named_with_the_known_ones():
+    with pytest.raises(TypeError, match=r"unknown setting epoch; the settings are: .*epochs"):
+        FGO(metric=exact, epoch=2)
+    with pytest.raises(ValueError, match="auto must be one of"):
+        FGO(metric=exact, auto="fast")
+
+
+def test_a_preset_sets_the_search_and_explicit_settings_override_it():
+    from dspy_fgo.settings import PRESETS
+
+    assert FGO(metric=exact, auto="medium").settings == FGO(metric=exact).settings
+    light = FGO(metric=exact, auto="light")
+    assert (light.epochs, light.proposals, light.min_failures) == (1, 2, 2)
+    assert FGO(metric=exact, auto="heavy").proposals == PRESETS["heavy"]["proposals"] > FGO(metric=exact).proposals
+    assert FGO(metric=exact, auto="light", epochs=3).epochs == 3
+    assert FGO(metric=exact, auto="light").report_ is None
+
+
+def test_settings_are_validated_once_and_cannot_be_changed_behind_the_check():
+    import dataclasses
+
+    fgo = FGO(metric=exact, route="demos")
+    assert fgo.nearest_demos is True  # resolved once, from route and max_demos
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fgo.settings.epochs = -1
+    with pytest.raises(ValueError, match="proposals must be an integer >= 1"):
+        fgo.settings.replace(proposals=0)
+
+
 def run_fgo(task_lm, prompt_lm, student=None, trainset=None, **settings):
     settings.setdefault("accept_z", TOY_Z)
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, **settings)
