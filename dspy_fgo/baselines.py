@@ -49,7 +49,7 @@ class _SequentialReflection(ReflectiveOptimizer):
     def _update(self, s: Session, student, current: Candidate, items, steps: list[dict], step: int) -> Candidate:
         trajectories = s.rt.evaluate(current, items)
         history = [EpochRecord(epoch=step, score=mean_score(trajectories), candidate=current)]
-        new = reflect_step(s.rt, student, current, trajectories, history, s.budget, s.counters,
+        new = reflect_step(s.rt, current, trajectories, history, s.budget, s.counters,
                            self.critique_successes, self.critique)
         steps.append({"step": step, "batch": [k for k, _ in items], "score": history[0].score,
                       "critiques": history[0].critiques, "changed": new != current})

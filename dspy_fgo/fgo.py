@@ -10,8 +10,8 @@ import dspy
 from dspy_fgo.base import UNCHANGED, ReflectiveOptimizer
 from dspy_fgo.candidate import Candidate, apply_candidate, is_text_key, prompt_size, read_candidate
 from dspy_fgo.divide.embed import Embedding
-from dspy_fgo.divide.partition import Partitioner, assign_checks, pool_small, resolve_partitioner
-from dspy_fgo.merge.progressive import MergeNode, ProgressiveMerge, merge_demos
+from dspy_fgo.divide.partition import assign_checks, pool_small, resolve_partitioner
+from dspy_fgo.merge.progressive import MergeNode, MergeSettings, ProgressiveMerge, merge_demos
 from dspy_fgo.optimize.demos import demos_from_runs
 from dspy_fgo.optimize.inner import optimize_with_inner
 from dspy_fgo.optimize.reflect import Algorithm1, learning_runs, optimize_module, result_from_dict, result_to_dict
@@ -19,7 +19,8 @@ from dspy_fgo.report.report import PartitionReport
 from dspy_fgo.route.nearest import POOL_PER_DEMO, NearestDemos
 from dspy_fgo.route.router import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
 from dspy_fgo.run.accounting import Counters
-from dspy_fgo.run.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.run.checkpoint import Checkpoint
+from dspy_fgo.run.fingerprint import fingerprint
 from dspy_fgo.run.executors import make_job, run_partition_job
 from dspy_fgo.run.runtime import PRIORITY
 from dspy_fgo.settings import FGOSettings
@@ -153,13 +154,8 @@ class FGO(ReflectiveOptimizer):
             notes.append("demos: each merge interleaves its children's demos (best-scoring child first), "
                          "capped at max_demos (with inner=, at the largest child's count), "
                          "then validates on the union of their held-out examples")
-        merger = ProgressiveMerge(s.rt, student, s.items_of, embed, threshold=self.merge_threshold,
-                                  clustering=self.clustering, budget=s.budget, counters=s.counters, seed=self.seed,
-                                  max_demos=0 if self.inner else self.max_demos, asks=self.proposals,
-                                  checkpoint=checkpoint,
-                                  item_scores=demo_route.item_scores if demo_route else None,
-                                  accept_z=self.accept_z,
-                                  scored_as=demo_route.kind if demo_route else None)
+        merger = ProgressiveMerge(s.rt, s.items_of, embed, self._merge_settings(), budget=s.budget,
+                                  counters=s.counters, saved=checkpoint, routed=demo_route)
         s.progress.stage("FGO: merging", unit="merge")
         merger.on_node = lambda node: s.progress.advance(level=node.level, merged=f"{len(node.children)}->1",
                                                          score=f"{node.score:.2f}")
@@ -318,7 +314,7 @@ class FGO(ReflectiveOptimizer):
         elif self.inner is not None:
             result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
         else:
-            result, by = optimize_module(s.rt, s.student, start, items, self._algorithm1(s), checks=checks,
+            result, by = optimize_module(s.rt, start, items, self._algorithm1(s), checks=checks,
                                          counters=events, resume=resume, on_epoch=on_epoch), "FGO"
         s.counters.absorb(events.to_dict())
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
@@ -345,6 +341,12 @@ class FGO(ReflectiveOptimizer):
         return Algorithm1(epochs=self.epochs, budget=s.budget, critique_successes=self.critique_successes,
                           critique_mode=self.critique, max_demos=self.max_demos, proposals=self.proposals,
                           balance_demos=self.balance_demos, accept_z=self.accept_z, min_failures=self.min_failures)
+
+    def _merge_settings(self) -> MergeSettings:
+        """Algorithm 2's settings; with ``inner=`` each merge keeps its largest child's demos."""
+        return MergeSettings(threshold=self.merge_threshold, clustering=self.clustering, seed=self.seed,
+                             asks=self.proposals, max_demos=0 if self.inner else self.max_demos,
+                             accept_z=self.accept_z)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:
         if self.checkpoint_dir is None:

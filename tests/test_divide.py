@@ -113,8 +113,6 @@ def test_difficulty_split_groups_examples_of_comparable_difficulty(prompt_lm):
 def test_held_out_examples_go_to_the_partition_the_router_sends_them_to():
     import random
 
-    import numpy as np
-
     from dspy_fgo.divide import Partition, assign_checks, input_text
     from dspy_fgo.route import Router
     from dspy_fgo.divide.space import Space

@@ -7,7 +7,7 @@ import re
 import dspy
 import pytest
 
-from conftest import RULE, TOY_Z, exact, make_examples, objective, optimizer_respond, task_respond
+from conftest import TOY_Z, exact, make_examples, objective, optimizer_respond, task_respond
 from dspy_fgo import FGO, read_candidate
 from dspy_fgo.candidate import SOURCE, source_of, without_own_demos
 from dspy_fgo.optimize.demos import demos_from_runs

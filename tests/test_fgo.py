@@ -156,7 +156,9 @@ def test_a_merge_is_kept_unless_clearly_worse_than_its_best_child(lost, accept_z
     from fakes import FakeLM
 
     from dspy_fgo.run.accounting import Counters, Meters
-    from dspy_fgo.merge import ProgressiveMerge
+    from types import SimpleNamespace
+
+    from dspy_fgo.merge import MergeSettings, ProgressiveMerge
     from dspy_fgo.optimize.prompts import Budget
     from dspy_fgo.run.runtime import Runtime
 
@@ -171,9 +173,9 @@ def test_a_merge_is_kept_unless_clearly_worse_than_its_best_child(lost, accept_z
         return [0.0 if merged and i < lost else 1.0 if "alpha" in candidate["self"] or merged else 0.5
                 for i, _ in scored]
 
-    merger = ProgressiveMerge(rt, student, lambda keys: [items[k] for k in keys], None, threshold=3,
-                              clustering="kmeans", budget=Budget(), counters=Counters(), seed=0, asks=1,
-                              item_scores=item_scores, accept_z=accept_z)
+    routed = SimpleNamespace(kind="test", item_scores=item_scores)
+    merger = ProgressiveMerge(rt, lambda keys: [items[k] for k in keys], None, MergeSettings(accept_z=accept_z),
+                              budget=Budget(), counters=Counters(), routed=routed)
     leaves = [merger.leaf({"self": f"Answer. RULE-{c}"}, list(range(6 * i, 6 * i + 6)), 1.0, c,
                           checks=list(range(6 * i, 6 * i + 6))) for i, c in enumerate(CATS[:2])]
     root = merger.run(leaves)

@@ -4,7 +4,6 @@ benchmark's figures come from the real model)."""
 import re
 from types import SimpleNamespace
 
-import dspy
 import pytest
 
 from benchmarks import known_rules

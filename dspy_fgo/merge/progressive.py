@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import dspy
 
@@ -30,7 +30,7 @@ from dspy_fgo.optimize.guards import clean_instruction
 from dspy_fgo.optimize.prompts import Budget, clip
 from dspy_fgo.optimize.signatures import MergeInstructions
 from dspy_fgo.run.accounting import Counters
-from dspy_fgo.run.checkpoint import Checkpoint, fingerprint
+from dspy_fgo.run.fingerprint import fingerprint
 from dspy_fgo.run.runtime import Runtime
 from dspy_fgo.significance import Z, clearly_better
 
@@ -95,37 +95,66 @@ class MergeTree:
         self.nodes = sorted(self.nodes, key=lambda n: n.id)
 
 
+@dataclass(frozen=True)
+class MergeSettings:
+    """Algorithm 2's settings."""
+
+    threshold: int = 3  # t: the most candidates one merge call sees
+    clustering: str = "kmeans"
+    seed: int = 0
+    asks: int = 1  # merge calls per predictor per round, as distinct rollouts
+    max_demos: int = 0  # the most pooled demos per predictor; 0 keeps the best child's
+    accept_z: float = Z
+
+
+class Saved(Protocol):
+    """Where finished nodes are kept between runs (``run.checkpoint.Checkpoint``)."""
+
+    def load(self, kind: str, key: str) -> dict | None: ...
+
+    def save(self, kind: str, key: str, value: dict) -> None: ...
+
+
+class RoutedScores(Protocol):
+    """How candidates are scored when each check runs with its own partition's demos (``route.DemoRoute``)."""
+
+    kind: str
+
+    def item_scores(self, candidate: Candidate, items: Sequence) -> list[float]: ...
+
+
+@dataclass
+class _Options:
+    """A merge node's candidates, each distinct, with its scores on the node's checks."""
+
+    score: Callable[[list[Candidate]], list[list[float]]]
+    labels: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    runs: list[list[float]] = field(default_factory=list)
+
+    def add(self, label: str, candidates: list[Candidate]) -> None:
+        fresh = []
+        for candidate in candidates:
+            if candidate not in self.candidates and candidate not in fresh:
+                fresh.append(candidate)
+        if fresh:
+            self.labels += [label] * len(fresh)
+            self.candidates += fresh
+            self.runs += self.score(fresh)
+
+
 class ProgressiveMerge:
-    def __init__(
-        self,
-        rt: Runtime,
-        program: dspy.Module,
-        items_of: Callable[[Sequence[int]], list[tuple[int, dspy.Example]]],
-        embed: Callable[[Sequence[str]], Any],
-        *,
-        threshold: int,
-        clustering: str,
-        budget: Budget,
-        counters: Counters,
-        seed: int,
-        max_demos: int = 0,
-        asks: int = 1,
-        checkpoint: Checkpoint | None = None,
-        item_scores: Callable[[Candidate, Sequence], list[float]] | None = None,
-        scored_as: str | None = None,
-        accept_z: float = Z,
-    ):
-        self.checkpoint, self.max_demos, self.asks, self.accept_z = checkpoint, max_demos, asks, accept_z
-        # ``item_scores`` replaces ``rt.item_scores`` when the demos are routed (``route.DemoRoute``):
-        # candidates are then instruction texts only, and each check runs with its own partition's
-        # demos. ``scored_as`` names how (``DemoRoute.kind``): it keys the saved nodes, so a node scored
-        # one way is never reused for a run that scores another.
-        self.texts_only = item_scores is not None
-        self.scored_as = scored_as
-        self.item_scores = item_scores or rt.item_scores
-        self.rt, self.program, self.items_of, self.embed = rt, program, items_of, embed
-        self.threshold, self.clustering, self.budget = threshold, clustering, budget
-        self.counters, self.seed = counters, seed
+    def __init__(self, rt: Runtime, items_of: Callable[[Sequence], list[tuple[Any, dspy.Example]]],
+                 embed: Callable[[Sequence[str]], Any], settings: MergeSettings, *, budget: Budget,
+                 counters: Counters, saved: Saved | None = None, routed: RoutedScores | None = None):
+        self.rt, self.items_of, self.embed, self.settings = rt, items_of, embed, settings
+        self.budget, self.counters, self.saved = budget, counters, saved
+        # With routed demos, candidates are instruction texts only and each check runs with its own
+        # partition's demos. ``scored_as`` keys the saved nodes, so a node scored one way is never
+        # reused for a run that scores another.
+        self.texts_only = routed is not None
+        self.scored_as = routed.kind if routed is not None else None
+        self.item_scores = routed.item_scores if routed is not None else rt.item_scores
         self.tree = MergeTree()
         self.on_node: Callable[[MergeNode], None] = lambda node: None  # progress display
 
@@ -144,7 +173,7 @@ class ProgressiveMerge:
     def _merge(self, nodes: list[MergeNode]) -> MergeNode:
         if len(nodes) == 1:
             return nodes[0]
-        if len(nodes) <= self.threshold or self.clustering == "none":
+        if len(nodes) <= self.settings.threshold or self.settings.clustering == "none":
             return self._merge_group(nodes)
         # Cluster by what the optimizer wrote (instructions, tool texts), not by the demos' JSON: demos
         # of different tasks look alike to a text embedder and made trees 7 levels deep on BBH-15.
@@ -152,7 +181,7 @@ class ProgressiveMerge:
                               for n in nodes])
         # k = floor(sqrt(n)) as in the paper, but at least 2: with t = 2 and n = 3, one cluster would
         # hand the same nodes back and never finish.
-        groups = clusters_of(vectors, max(2, math.isqrt(len(nodes))), self.clustering, self.seed)
+        groups = clusters_of(vectors, max(2, math.isqrt(len(nodes))), self.settings.clustering, self.settings.seed)
         # Each cluster's subtree is independent: merge them in parallel, then merge their results.
         merged = self.rt.map(lambda idx: self._merge([nodes[i] for i in idx]), groups)
         return self._merge(merged)
@@ -162,12 +191,12 @@ class ProgressiveMerge:
         examples = sorted(i for node in nodes for i in node.examples)
         checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
         key = fingerprint([n.candidate for n in nodes], examples, checks, *([self.scored_as] if self.scored_as else []))[:20]
-        made = self.checkpoint.load("merge", key) if self.checkpoint else None
+        made = self.saved.load("merge", key) if self.saved else None
         if made is None:
             events = Counters()  # saved with the node, so a resumed run that reuses it still reports them
             made = {**self._make(nodes, checks, events), "events": events.to_dict()}
-            if self.checkpoint and made["made_by"] != "budget_exhausted":
-                self.checkpoint.save("merge", key, made)
+            if self.saved and made["made_by"] != "budget_exhausted":
+                self.saved.save("merge", key, made)
         self.counters.absorb(made.pop("events", {}))
         logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(checks),
                     made["score"], made["made_by"])
@@ -192,7 +221,7 @@ class ProgressiveMerge:
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
         texts = [k for k in differing if is_text_key(k)]
-        pooled = {k: merge_demos(k, nodes, self.max_demos) for k in differing if not is_text_key(k)}
+        pooled = {k: merge_demos(k, nodes, self.settings.max_demos) for k in differing if not is_text_key(k)}
         ranked = [nodes[best]] + [n for i, n in enumerate(nodes) if i != best]  # best child's texts first
 
         def with_texts(chosen: dict) -> Candidate:
@@ -203,46 +232,44 @@ class ProgressiveMerge:
         # them and the best child. The best child's score on the union is the highest of several noisy
         # ones, and its texts carry only its own partition's rules where the merge carries every child's,
         # so a merge that is not clearly worse is kept.
-        options = [("identical" if not texts else "pooled_demos", with_texts({}))] if pooled or not texts else []
-        runs = self.rt.map(lambda option: self.item_scores(option[1], items), options)
-        reference = max([child_runs[best], *runs], key=_mean)
+        options = _Options(lambda candidates: self.rt.map(lambda c: self.item_scores(c, items), candidates))
+        if pooled or not texts:
+            options.add("identical" if not texts else "pooled_demos", [with_texts({})])
+        reference = max([child_runs[best], *options.runs], key=_mean)
+        merge, calls = self._ask(nodes, texts, with_texts, options, reference, events) if texts else (None, 0)
+        scores = [_mean(r) for r in options.runs]
+        record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores, "attempted": options.labels}
+        if merge is not None:
+            return {"candidate": options.candidates[merge], "score": scores[merge], "made_by": "llm_merge", **record}
+        won = max((i for i, label in enumerate(options.labels) if label != "llm_merge"), key=lambda i: scores[i],
+                  default=None)
+        if won is not None and scores[won] >= child_scores[best]:
+            return {"candidate": options.candidates[won], "score": scores[won], "made_by": options.labels[won],
+                    **record}
+        events.add("merges_lost_to_best_child")
+        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record}
+
+    def _ask(self, nodes, texts, with_texts, options: _Options, reference: list[float], events: Counters):
+        """Rounds of ``asks`` merges (distinct rollouts), all scored on the same checks: an optimizer right
+        half the time then still yields the right merge most of the time; a round that yields none kept
+        asks again. Returns the kept merge's index in ``options`` (or None) and the calls made."""
         calls = 0
-        # Several asks (distinct rollouts), all scored on the same checks: an optimizer right half the
-        # time then still yields the right merge most of the time; a round that yields none asks again.
-        for round_ in range(MERGE_ROUNDS if texts else 0):
+        for round_ in range(MERGE_ROUNDS):
             if round_:
                 if self.rt.exhausted():
-                    merge = None
                     break
                 events.add("merges_asked_again")
-            rollouts = range(round_ * self.asks, (round_ + 1) * self.asks)
+            rollouts = range(round_ * self.settings.asks, (round_ + 1) * self.settings.asks)
             asks = [(ask, name) for ask in rollouts for name in texts]
             merged = self.rt.map(lambda job: self._merge_text(job[1], nodes, events, rollout=job[0]), asks)
             calls += len(asks)
-            fresh = []
-            for ask in rollouts:
-                option = with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
-                if all(option != other for _, other in [*options, *fresh]):
-                    fresh.append(("llm_merge", option))
-            options += fresh
-            runs += self.rt.map(lambda option: self.item_scores(option[1], items), fresh)
-            merges = [i for i, (label, _) in enumerate(options) if label == "llm_merge"]
-            merge = max(merges, key=lambda i: (_mean(runs[i]), i), default=None)
-            if merge is not None and not clearly_better(reference, runs[merge], self.accept_z):
-                break
-        else:
-            merge = None
-        scores = [_mean(r) for r in runs]
-        record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores,
-                  "attempted": [label for label, _ in options]}
-        if merge is not None:
-            return {"candidate": options[merge][1], "score": scores[merge], "made_by": "llm_merge", **record}
-        won = max((i for i, (label, _) in enumerate(options) if label != "llm_merge"), key=lambda i: scores[i],
-                  default=None)
-        if won is not None and scores[won] >= child_scores[best]:
-            return {"candidate": options[won][1], "score": scores[won], "made_by": options[won][0], **record}
-        events.add("merges_lost_to_best_child")
-        return {"candidate": nodes[best].candidate, "score": child_scores[best], "made_by": "best_child", **record}
+            options.add("llm_merge", [with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
+                                      for ask in rollouts])
+            merges = [i for i, label in enumerate(options.labels) if label == "llm_merge"]
+            merge = max(merges, key=lambda i: (_mean(options.runs[i]), i), default=None)
+            if merge is not None and not clearly_better(reference, options.runs[merge], self.settings.accept_z):
+                return merge, calls
+        return None, calls
 
     def _merge_text(self, name: str, nodes: list[MergeNode], events: Counters, rollout: int = 0) -> str:
         per_item = max(400, self.budget.chars // len(nodes) - 100)
@@ -259,7 +286,7 @@ class ProgressiveMerge:
         # final check weigh the longer prompt's cost.
         texts = [node.candidate[name] for node in nodes]
         limit = min(self.budget.instruction_limit(max(texts, key=len)), max(200, int(MERGE_ROOM * sum(map(len, texts)))))
-        answer = self.rt.ask(MergeInstructions, rollout=rollout, step=describe_predictor(self.program, name),
+        answer = self.rt.ask(MergeInstructions, rollout=rollout, step=describe_predictor(self.rt.student, name),
                              candidates=listing, length_limit=f"{limit} characters")
         merged = clean_instruction(answer.merged_instruction if answer is not None else None, self.budget,
                                    current=max(texts, key=len))

@@ -107,7 +107,6 @@ class Algorithm1:
 
 def optimize_module(
     rt: Runtime,
-    program: dspy.Module,
     start: Candidate,
     items: Items,
     settings: Algorithm1,
@@ -117,7 +116,8 @@ def optimize_module(
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> ReflectResult:
-    """Algorithm 1 on ``items``, changes judged on ``checks`` (default: a held-out fold of ``items``).
+    """Algorithm 1 on ``items`` for ``rt.student``, changes judged on ``checks`` (default: a held-out
+    fold of ``items``).
 
     After every epoch ``on_epoch`` gets the partition's state as plain JSON (to checkpoint);
     ``resume`` is such a state, and the run goes on after its last epoch as if never stopped.
@@ -125,104 +125,125 @@ def optimize_module(
     train, checks = (list(items), list(checks)) if checks else hold_out(items)
     if checks is train or set(k for k, _ in checks) & set(k for k, _ in train):
         counters.add("partitions_judged_in_sample")
-    examples = [example for _, example in train]
-    save = on_epoch or (lambda state: None)
+    run = _PartitionRun(rt, settings, train, checks, counters, on_epoch or (lambda state: None))
     if resume is not None:
-        history = [EpochRecord(**h) for h in resume["history"]]
-        task, baseline, stopped = resume["task_description"], resume["baseline_score"], resume["stopped"]
-        current, score = history[-1].candidate, history[-1].score
-        runs = None  # made when the next epoch needs them
+        run.resume(resume)
     else:
-        task, stopped = "", False
-        current, score, runs, first, baseline = _first_epoch(rt, program, start, train, checks, settings, counters)
-        history = [first]
-        save(_state(history, task, baseline, stopped))
-        rt.progress.note(epoch=f"0/{settings.epochs}", epoch_score=f"{score:.2f}")
-
-    budget, proposals = settings.budget, settings.proposals
-    for epoch in range(history[-1].epoch + 1, settings.epochs + 1):
-        if stopped or rt.exhausted():
+        run.first_epoch(start)
+    for epoch in range(run.history[-1].epoch + 1, settings.epochs + 1):
+        if run.stopped or rt.exhausted():
             break  # nothing left to learn, or no budget left
-        kept = rt.evaluate(current, checks)  # already run: no call
-        old = [run.score for run in kept]
-        if runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
-            runs = learning_runs(rt, current, train)
-            if history[-1].train_score is None:
-                history[-1].train_score = mean_score(runs)
-        if sum(not run.solved for run in [*runs, *kept]) < settings.min_failures:
-            counters.add("partitions_without_failures")  # nothing left to learn from
-            stopped = True
-            save(_state(history, task, baseline, stopped))
-            break
-        if not task:
-            task = describe_task(rt, program, current, train, budget)
-        if _kept_nothing(history[-1]):  # the same runs as last epoch, so the same lessons: new asks only
-            lessons, critiqued = history[-1].lessons, 0
-        else:
-            lessons, critiqued = lessons_from_runs(rt, current, runs, budget, counters, settings.critique_successes,
-                                                   settings.critique_mode)
-        shown = exemplar_runs(runs, epoch, budget, counters)
-        texts = rt.map(lambda i: propose(rt, program, current, task, history, lessons, shown, budget, counters,
-                                         examples, rollout=(epoch - 1) * proposals + i), range(proposals))
-        fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != current]
-        counters.add("proposals_made", len(fresh))
-        runs_of = rt.map(lambda t: rt.item_scores(dict(t), checks), fresh)
-        scores = [sum(r) / len(r) for r in runs_of]
-        best = max(range(len(fresh)), key=lambda i: scores[i], default=None)  # the first of equals
-        # The checks rank the proposals; they are too few to confirm a gain (the merge nodes and the
-        # final check pool the evidence), so the best is kept unless it scores below the current
-        # candidate or is clearly worse than it (a paired sign test, as for demos).
-        accepted = (best is not None and scores[best] >= score
-                    and not clearly_better(old, runs_of[best], settings.accept_z))
-        records = []
-        for i, text in enumerate(fresh):
-            won = accepted and i == best
-            counters.add("proposals_accepted" if won else "proposals_rejected_out_of_sample")
-            records.append({"kind": "instruction", "score": scores[i], "accepted": won,
-                            "reason": _verdict(won, scores[i], score, "the best, not below the current"),
-                            "text": clip(_instructions(dict(text)), 600)})
-        if accepted:
-            current, score, runs = dict(fresh[best]), scores[best], None
-        history.append(EpochRecord(epoch=epoch, score=score, candidate=current, critiques=critiqued,
-                                   train_score=mean_score(runs) if runs else None, lessons=lessons,
-                                   proposals=records))
-        rt.progress.note(epoch=f"{epoch}/{settings.epochs}", epoch_score=f"{score:.2f}")
-        if not accepted:
-            counters.add("epochs_without_change")  # the next epoch asks again: new rollouts, new texts
-        save(_state(history, task, baseline, stopped))
-    return ReflectResult(candidate=current, score=score, baseline_score=baseline, history=history,
-                         task_description=task, checks=[k for k, _ in checks])
+        run.epoch(epoch)
+    return ReflectResult(candidate=run.current, score=run.score, baseline_score=run.baseline, history=run.history,
+                         task_description=run.task, checks=[k for k, _ in checks])
 
 
-def _first_epoch(rt, program, start, train, checks, settings: Algorithm1, counters):
-    """Epoch 0: the start's runs and held-out score, and demos from its runs unless they clearly lose.
+class _PartitionRun:
+    """One partition's state through Algorithm 1's epochs: the kept candidate, its score on the
+    checks, its runs on the training examples (made when an epoch needs them), and the history."""
 
-    The mirror of the rule for instructions: demos are the partition's own solved examples, and on
-    four checks one fewer right is chance, so they are refused only when the start is clearly
-    better (the same sign test). On BBH-15 (v8, seed 0) 5 of 15 partitions refused their demos,
-    each on one check of four; ``accept_z=0`` refuses them on any loss, as before."""
-    current = dict(start)
-    runs = learning_runs(rt, current, train)
-    kept = rt.evaluate(current, checks)
-    old, score = [run.score for run in kept], mean_score(kept)
-    baseline = score
-    record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
-    if settings.max_demos and not rt.exhausted():
-        demos = demos_from_runs(current, runs, settings.max_demos, program, balance=settings.balance_demos,
-                                counters=counters)
+    def __init__(self, rt: Runtime, settings: Algorithm1, train: list, checks: list, counters: Counters,
+                 save: Callable[[dict], None]):
+        self.rt, self.settings, self.train, self.checks = rt, settings, train, checks
+        self.counters, self._save = counters, save
+        self.examples = [example for _, example in train]
+        self.task, self.stopped, self.history = "", False, []
+        self.current, self.score, self.baseline, self.runs = {}, 0.0, 0.0, None
+
+    def save(self) -> None:
+        self._save(_state(self.history, self.task, self.baseline, self.stopped))
+
+    def resume(self, state: dict) -> None:
+        self.history = [EpochRecord(**h) for h in state["history"]]
+        self.task, self.baseline, self.stopped = state["task_description"], state["baseline_score"], state["stopped"]
+        self.current, self.score = self.history[-1].candidate, self.history[-1].score
+
+    def first_epoch(self, start: Candidate) -> None:
+        """Epoch 0: the start's runs and held-out score, and demos from its runs unless they clearly lose.
+
+        The mirror of the rule for instructions: demos are the partition's own solved examples, and
+        on a few checks one fewer right is chance, so they are refused only when the start is
+        clearly better (the same sign test); ``accept_z=0`` refuses them on any loss."""
+        rt, settings = self.rt, self.settings
+        current = dict(start)
+        runs = learning_runs(rt, current, self.train)
+        kept = rt.evaluate(current, self.checks)
+        old, score = [run.score for run in kept], mean_score(kept)
+        self.baseline = score
+        record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
+        demos = (demos_from_runs(current, runs, settings.max_demos, rt.student, balance=settings.balance_demos,
+                                 counters=self.counters) if settings.max_demos and not rt.exhausted() else None)
         if demos:
             trial = {**current, **demos}
-            tried = rt.evaluate(trial, checks)
+            tried = rt.evaluate(trial, self.checks)
             new, trial_score = [run.score for run in tried], mean_score(tried)
             accepted = not clearly_better(old, new, settings.accept_z)
-            counters.add("demos_accepted" if accepted else "demos_rejected")
+            self.counters.add("demos_accepted" if accepted else "demos_rejected")
             record.proposals.append({"kind": "demos", "count": demo_count(trial), "score": trial_score,
                                      "accepted": accepted,
                                      "reason": _verdict(accepted, trial_score, score, "not clearly worse")})
             if accepted:  # its runs (without each example's own demo) wait until an epoch needs them
                 current, score, runs = trial, trial_score, None
                 record.candidate, record.score, record.train_score = current, score, None
-    return current, score, runs, record, baseline
+        self.current, self.score, self.runs, self.history = current, score, runs, [record]
+        self.save()
+        rt.progress.note(epoch=f"0/{settings.epochs}", epoch_score=f"{score:.2f}")
+
+    def epoch(self, epoch: int) -> None:
+        """Learn from the kept candidate's runs, ask for proposals, keep the best unless it loses."""
+        rt, settings, counters = self.rt, self.settings, self.counters
+        kept = rt.evaluate(self.current, self.checks)  # already run: no call
+        if self.runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
+            self.runs = learning_runs(rt, self.current, self.train)
+            if self.history[-1].train_score is None:
+                self.history[-1].train_score = mean_score(self.runs)
+        if sum(not run.solved for run in [*self.runs, *kept]) < settings.min_failures:
+            counters.add("partitions_without_failures")  # nothing left to learn from
+            self.stopped = True
+            self.save()
+            return
+        if not self.task:
+            self.task = describe_task(rt, rt.student, self.current, self.train, settings.budget)
+        if _kept_nothing(self.history[-1]):  # the same runs as last epoch, so the same lessons: new asks only
+            lessons, critiqued = self.history[-1].lessons, 0
+        else:
+            lessons, critiqued = lessons_from_runs(rt, self.current, self.runs, settings.budget, counters,
+                                                   settings.critique_successes, settings.critique_mode)
+        evidence = Evidence(self.task, self.history, lessons,
+                            exemplar_runs(self.runs, epoch, settings.budget, counters), self.examples)
+        accepted, records = self._choose(epoch, evidence, [run.score for run in kept])
+        self.history.append(EpochRecord(epoch=epoch, score=self.score, candidate=self.current, critiques=critiqued,
+                                        train_score=mean_score(self.runs) if self.runs else None,
+                                        lessons=lessons, proposals=records))
+        rt.progress.note(epoch=f"{epoch}/{settings.epochs}", epoch_score=f"{self.score:.2f}")
+        if not accepted:
+            counters.add("epochs_without_change")  # the next epoch asks again: new rollouts, new texts
+        self.save()
+
+    def _choose(self, epoch: int, evidence: Evidence, old: list[float]) -> tuple[bool, list[dict]]:
+        """Ask ``proposals`` rewrites and keep the best on the checks unless it scores below the
+        current candidate or is clearly worse than it: the checks rank the proposals; they are too
+        few to confirm a gain (the merge nodes and the final check pool the evidence)."""
+        rt, proposals, counters = self.rt, self.settings.proposals, self.counters
+        texts = rt.map(lambda i: propose(rt, self.current, evidence, self.settings.budget, counters,
+                                         rollout=(epoch - 1) * proposals + i), range(proposals))
+        fresh = [t for t in dict.fromkeys(map(_frozen, filter(None, texts))) if dict(t) != self.current]
+        counters.add("proposals_made", len(fresh))
+        runs_of = rt.map(lambda t: rt.item_scores(dict(t), self.checks), fresh)
+        scores = [sum(r) / len(r) for r in runs_of]
+        best = max(range(len(fresh)), key=lambda i: scores[i], default=None)  # the first of equals
+        accepted = (best is not None and scores[best] >= self.score
+                    and not clearly_better(old, runs_of[best], self.settings.accept_z))
+        records = []
+        for i, text in enumerate(fresh):
+            won = accepted and i == best
+            counters.add("proposals_accepted" if won else "proposals_rejected_out_of_sample")
+            records.append({"kind": "instruction", "score": scores[i], "accepted": won,
+                            "reason": _verdict(won, scores[i], self.score, "the best, not below the current"),
+                            "text": clip(_instructions(dict(text)), 600)})
+        if accepted:
+            self.current, self.score, self.runs = dict(fresh[best]), scores[best], None
+        return accepted, records
 
 
 def learning_runs(rt: Runtime, candidate: Candidate, train: Items) -> list:
@@ -242,37 +263,39 @@ def _state(history: list[EpochRecord], task: str, baseline: float, stopped: bool
             "stopped": stopped}
 
 
-def propose(
-    rt: Runtime,
-    program: dspy.Module,
-    candidate: Candidate,
-    task: str,
-    history: Sequence[EpochRecord],
-    lessons: str,
-    shown_runs: str,
-    budget: Budget,
-    counters: Counters,
-    examples: Sequence[dspy.Example] = (),
-    rollout: int | None = None,
-) -> Candidate | None:
-    """One proposal: a new instruction per predictor (the old one kept where the answer is bad).
+@dataclass(frozen=True)
+class Evidence:
+    """What a rewrite is shown: the task, the score history, the lessons and a few runs; and the
+    examples whose particular text it must not copy."""
+
+    task: str
+    history: Sequence[EpochRecord]
+    lessons: str
+    shown_runs: str
+    examples: Sequence[dspy.Example] = ()
+
+
+def propose(rt: Runtime, candidate: Candidate, evidence: Evidence, budget: Budget, counters: Counters,
+            rollout: int | None = None) -> Candidate | None:
+    """One proposal for ``rt.student``: a new instruction per predictor (the old one kept where the
+    answer is bad).
 
     None when no predictor got a usable instruction. A text that leaks the prompt or copies text
-    particular to some of ``examples`` is refused (``dspy_fgo.optimize.guards``)."""
+    particular to some of ``evidence.examples`` is refused (``dspy_fgo.optimize.guards``)."""
 
     def one(name: str) -> tuple[str, str]:
-        step = describe_predictor(program, name)
+        step = describe_predictor(rt.student, name)
         answer = rt.ask(RewriteInstruction, rollout=rollout, step=step,
-                        task_description=task or "(not described)",
+                        task_description=evidence.task or "(not described)",
                         current_instruction=clip(candidate[name], max(budget.max_instruction_chars, budget.chars // 3)),
-                        score_history=score_history(history, name),
-                        lessons=lessons or "(none)", example_runs=shown_runs)
+                        score_history=score_history(evidence.history, name),
+                        lessons=evidence.lessons or "(none)", example_runs=evidence.shown_runs)
         proposal = clean_instruction(answer.new_instruction if answer is not None else None, budget, step,
                                      current=candidate[name])
         if proposal is None:
             counters.add("proposals_rejected")
             return name, candidate[name]
-        if copies_examples(proposal, candidate[name], examples):
+        if copies_examples(proposal, candidate[name], evidence.examples):
             counters.add("proposals_copying_examples")
             return name, candidate[name]
         return name, proposal
@@ -293,28 +316,17 @@ def score_history(history: Sequence[EpochRecord], name: str, last: int = 4) -> s
     return "\n".join(lines[-2 * last:]) or "(none)"
 
 
-def reflect_step(
-    rt: Runtime,
-    program: dspy.Module,
-    current: Candidate,
-    trajectories: Sequence[Trajectory],
-    history: list[EpochRecord],
-    budget: Budget,
-    counters: Counters,
-    critique_successes: int,
-    critique_mode: str = "batch",
-) -> Candidate:
-    """One unconditional update from the runs (the paper's baselines): lessons, then one rewrite.
-
-    ``history[-1]`` is the record of ``current``; its critique count and lessons are filled in.
-    """
+def reflect_step(rt: Runtime, current: Candidate, trajectories: Sequence[Trajectory], history: list[EpochRecord],
+                 budget: Budget, counters: Counters, critique_successes: int, critique_mode: str = "batch") -> Candidate:
+    """One unconditional update of ``rt.student``'s candidate from the runs (the paper's baselines):
+    lessons, then one rewrite. ``history[-1]`` is the record of ``current``; its critique count and
+    lessons are filled in."""
     lessons, critiqued = lessons_from_runs(rt, current, trajectories, budget, counters, critique_successes,
                                            critique_mode)
     history[-1].critiques, history[-1].lessons = critiqued, lessons
     shown = exemplar_runs(trajectories, len(history), budget, counters)
-    proposal = propose(rt, program, current, "", history, lessons, shown, budget, counters,
-                       examples=[t.example for t in trajectories])
-    return proposal or current
+    evidence = Evidence("", history, lessons, shown, [t.example for t in trajectories])
+    return propose(rt, current, evidence, budget, counters) or current
 
 
 def _frozen(candidate: Candidate) -> tuple:

@@ -32,7 +32,7 @@ def run_partition_job(blob: bytes) -> dict:
         result, by = optimize_with_inner(rt, job["inner"], job["seed"], student, job["start"], job["items"],
                                          job["checks"])
     else:
-        result = optimize_module(rt, student, job["start"], job["items"], job["algorithm1"], checks=job["checks"],
+        result = optimize_module(rt, job["start"], job["items"], job["algorithm1"], checks=job["checks"],
                                  counters=counters)
         by = "FGO"
     if rt.exhausted():
