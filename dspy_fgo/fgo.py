@@ -17,13 +17,14 @@ from dspy_fgo.optimize.inner import optimize_with_inner
 from dspy_fgo.optimize.reflect import Algorithm1, learning_runs, optimize_module, result_from_dict, result_to_dict
 from dspy_fgo.report.report import PartitionReport
 from dspy_fgo.route.nearest import POOL_PER_DEMO, NearestDemos
-from dspy_fgo.route.router import ROUTED_DEMOS, DemoRoute, RoutePlan, Routed
+from dspy_fgo.route.router import DemoRoute, RoutePlan, Routed
 from dspy_fgo.run.accounting import Counters
 from dspy_fgo.run.checkpoint import Checkpoint
 from dspy_fgo.run.fingerprint import fingerprint
 from dspy_fgo.run.executors import make_job, run_partition_job
 from dspy_fgo.run.runtime import PRIORITY
 from dspy_fgo.settings import FGOSettings
+from dspy_fgo.significance import clearly_better
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -143,7 +144,7 @@ class FGO(ReflectiveOptimizer):
         results = [r for r, _ in results]
         # Demos are examples of one kind of input: routed to it, under route=True too (dspy_fgo.route).
         demo_route = None
-        if self.route in ROUTED_DEMOS:
+        if self.settings.routes_demos:
             with s.stage("demos"):  # pools reuse the partitions' runs: LM calls only for partitions reused from disk
                 demo_route = self._demo_route(s, start, partitions, results)
 
@@ -206,12 +207,33 @@ class FGO(ReflectiveOptimizer):
         # The optimized entries run with routed demos; the unoptimized program as it is.
         chosen, selection = self._select(s, entries, reference=UNCHANGED, score=lambda label, c, items: (
             s.rt.item_scores(c, items) if label == "unoptimized" else demo_route.item_scores(c, items)))
-        program = (apply_candidate(student, chosen) if selection["returned"] == "unoptimized"
-                   else demo_route.program(student, chosen))
+        if selection["returned"] == "unoptimized":
+            return chosen, apply_candidate(student, chosen), selection
         kept = sum(1 for demos in demo_route.demos[:-1] if demos)
         selection["route"] = (f"demos: each input runs with its nearest partition's demos "
                               f"({kept} of {len(demo_route.demos) - 1} partitions kept some)")
-        return chosen, program, selection
+        if self.route == "auto" and not s.rt.exhausted():
+            return self._merged_or_routed(s, student, chosen, selection, demo_route)
+        return chosen, demo_route.program(student, chosen), selection
+
+    def _merged_or_routed(self, s, student, chosen, selection, demo_route):
+        """``route="auto"``: the routed program only where it clearly beats the merged one (the same
+        instructions with every partition's demos interleaved, one program) on the valset, by the
+        final check's paired test; a single-task trainset gains nothing from routing and gets one program."""
+        merged = demo_route.merged(chosen)
+        items = s.val_items() if s.valset else s.items()
+        with s.stage("select"):
+            routed_runs = demo_route.item_scores(chosen, items)  # made by the final check: no call
+            merged_runs = s.rt.item_scores(merged, items)
+        routed, plain = sum(routed_runs) / len(items), sum(merged_runs) / len(items)
+        selection["scores"].update({"merged": plain, "routed demos": routed})
+        if clearly_better(routed_runs, merged_runs, self.accept_z):
+            selection["route"] = (f"auto: routed demos, {routed:.3f} on the {selection['on']}, clearly above the "
+                                  f"merged program's {plain:.3f}; " + selection["route"])
+            return chosen, demo_route.program(student, chosen), selection
+        selection["route"] = (f"auto: the merged program (every partition's demos interleaved, up to max_demos), "
+                              f"{plain:.3f} on the {selection['on']}; routed demos {routed:.3f} are not clearly better")
+        return merged, apply_candidate(student, merged), selection
 
     def _route(self, s, student, nodes, chosen, program, selection, demo_route=None) -> dspy.Module:
         """Give each partition whose specialist clearly beats the returned program on its held-out
@@ -252,19 +274,26 @@ class FGO(ReflectiveOptimizer):
     def _demo_route(self, s, start, partitions, results) -> DemoRoute | None:
         """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved
         up to ``max_demos``, for inputs unlike all of them. None when no partition kept any."""
-        demos = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
-        if not any(demos):
+        kept = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
+        if not any(kept):
             return None
         plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
-        nearest = None
+        demos, nearest = kept, None
         if self.nearest_demos:  # a partition that kept demos keeps a pool of them instead, cut per input
-            demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, demos)]
+            demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, kept)]
             nearest = NearestDemos.fit(s.trainset, s.valset, self.max_demos, self.balance_demos, self.embedder)
-        pool = [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
+        pool = self._demo_nodes(partitions, results, demos)
+        return DemoRoute(plan, pool, demos, self._interleaved(pool, demos), nearest,
+                         single=self._interleaved(self._demo_nodes(partitions, results, kept), kept))
+
+    @staticmethod
+    def _demo_nodes(partitions, results, demos) -> list[MergeNode]:
+        return [MergeNode(id=i, candidate=d, examples=p.indices, score=r.score)
                 for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
-        keys = list(dict.fromkeys(k for d in demos for k in d))
-        fallback = {k: merge_demos(k, pool, self.max_demos) for k in keys}
-        return DemoRoute(plan, pool, demos, fallback, nearest)
+
+    def _interleaved(self, nodes: list[MergeNode], demos) -> Candidate:
+        """Every partition's demos, best-scoring partition first, up to ``max_demos`` (``merge_demos``)."""
+        return {k: merge_demos(k, nodes, self.max_demos) for k in dict.fromkeys(k for d in demos for k in d)}
 
     def _demo_pool(self, s, start, partition, result) -> Candidate:
         """The demos of the partition's training and held-out runs (the start's, made already: no LM

@@ -16,7 +16,7 @@ import dspy
 from dspy_fgo.significance import Z
 
 CLUSTERINGS = ("kmeans", "spectral", "bisecting", "none")
-ROUTES = (False, True, "demos")
+ROUTES = (False, True, "demos", "auto")
 # Presets trade optimizer calls for search, as MIPROv2's and GEPA's ``auto`` do; explicit settings
 # override them. "medium" is the defaults. Their cost is measured by ``benchmarks/presets.py``.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -143,7 +143,9 @@ class FGOSettings(Settings):
 
     @property
     def routes_demos(self) -> bool:
-        return self.route is True or self.route == "demos"
+        """Whether merges decide instructions only and demos are routed per input (for ``"auto"``:
+        the routed program, weighed against the merged one at the end)."""
+        return self.route is True or self.route in ("demos", "auto")
 
     def _nearest_demos(self) -> bool:
         """Nearest demos default to on wherever demos are routed and kept."""
@@ -154,7 +156,7 @@ class FGOSettings(Settings):
             raise ValueError(f"nearest_demos must be True, False or None (on with routed demos); got {nearest!r}")
         if nearest and (not self.routes_demos or not self.max_demos):
             raise ValueError("nearest_demos=True picks each input's demos from its partition's pool: it needs "
-                             f"route='demos' or True, and max_demos > 0; got route={self.route!r}, "
+                             f"route='demos', 'auto' or True, and max_demos > 0; got route={self.route!r}, "
                              f"max_demos={self.max_demos}")
         return nearest
 

@@ -100,3 +100,21 @@ def test_the_rescoring_tool_rebuilds_the_same_routed_program_from_a_cell():
     assert rebuild_routed_demos({**cell, "report": {"settings": {"route": True}}}, task) is None
     fewer = {k: v for k, v in cell["instructions"].items() if not k.startswith("experts[1]")}
     assert rebuild_routed_demos({**as_route, "instructions": fewer}, task) is None
+
+
+def test_route_auto_routes_demos_only_where_that_clearly_beats_one_merged_program():
+    mixed = make_examples(CATS, per_category=6)
+    fgo, optimized, lm = compile_fgo(mixed, route="auto")
+    assert isinstance(optimized, Routed) and accuracy(optimized, mixed, lm) == 1.0
+    assert fgo.report_.selection["route"].startswith("auto: routed demos")
+    assert fgo.report_.selection["scores"]["merged"] <= 0.5 < fgo.report_.selection["scores"]["routed demos"]
+
+    # One kind of input: routing its demos gains nothing, and one plain program is returned.
+    single = [ex for ex in make_examples(CATS, per_category=12) if ex.category == "alpha"]
+    task_lm = FakeLM(demo_jealous_task, model="fake/task")
+    fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
+              partition_by="random", n_partitions=2, epochs=1, max_demos=2, route="auto", accept_z=TOY_Z)
+    optimized = fgo.compile(dspy.Predict("question -> answer"), trainset=single)
+    assert not isinstance(optimized, Routed) and len(optimized.demos) == 2
+    assert fgo.report_.selection["route"].startswith("auto: the merged program")
+    assert accuracy(optimized, single, task_lm) == 1.0

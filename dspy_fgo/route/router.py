@@ -49,7 +49,7 @@ from dspy_fgo.route.nearest import NearestDemos
 logger = logging.getLogger("dspy_fgo")
 
 ROUTE_MARGIN = 2  # held-out examples routing must gain over the single candidate to be chosen
-ROUTED_DEMOS = (True, "demos")  # the route settings under which each input runs with its partition's demos
+ROUTED_DEMOS = (True, "demos", "auto")  # the route settings under which each input may run with its partition's demos
 FALLBACK_RATIO = 0.5  # an input less similar than this times the least similar training input is "unlike"
 
 
@@ -241,9 +241,12 @@ class DemoRoute:
     each item with the demos it routes to, exactly as the returned ``Routed`` program will."""
 
     def __init__(self, plan: RoutePlan, leaves: Sequence, demos: Sequence[Candidate], fallback: Candidate,
-                 nearest: NearestDemos | None = None):
+                 nearest: NearestDemos | None = None, single: Candidate | None = None):
         self.plan = plan
         self.demos = [dict(d) for d in demos] + [dict(fallback)]  # the last is the fallback's
+        # The demos one merged program would carry instead (``route="auto"`` weighs it): every
+        # partition's kept demos interleaved up to ``max_demos``; the fallback unless it is a pool.
+        self.single = dict(fallback if single is None else single)
         self.router = plan.fit_router([leaf.examples for leaf in leaves], len(demos))
         self.nearest = nearest  # set: each partition's demos are a pool, cut per input
         self.signatures = {name: p.signature for name, p in plan.rt.student.named_predictors()} if nearest else {}
@@ -257,6 +260,10 @@ class DemoRoute:
     def expert(self, texts: Candidate, i: int) -> Candidate:
         """``texts`` with partition ``i``'s demos (the fallback's for the last index)."""
         return {**{k: v for k, v in texts.items() if is_text_key(k)}, **self.demos[i]}
+
+    def merged(self, texts: Candidate) -> Candidate:
+        """``texts`` with ``single``'s demos: the one program that routing is weighed against."""
+        return {**{k: v for k, v in texts.items() if is_text_key(k)}, **self.single}
 
     def item_scores(self, texts: Candidate, items) -> list[float]:
         return self.routed_scores(self.experts(texts), items)
