@@ -94,19 +94,24 @@ class FGO(ReflectiveOptimizer):
             API documentation); the student's tools are never modified, and no code is generated.
         inner: optional factory ``seed -> teleprompter`` (MIPROv2, GEPA, COPRO, ...) that optimizes
             each partition instead of Algorithm 1; its instructions and demos are merged.
-        route: ``"demos"``: the merge decides the instructions only, and each input runs with the
-            demos its nearest partition kept (``dspy_fgo.route.DemoRoute``); the returned program is
-            a ``dspy_fgo.Routed`` whose experts share the merged instruction. ``True``: the same, and
-            a partition also keeps its own optimized instruction (its specialist) where that gets at
-            least ``route.ROUTE_MARGIN`` more of its held-out examples right than the merged one
-            (see ``dspy_fgo.route``). Off by default: one merged program, as in the paper.
-        nearest_demos: with routed demos (``route="demos"`` or ``True``), a partition that keeps
-            demos keeps a pool of them (from its training and held-out runs, up to
+        route: ``"auto"`` (default): the merges decide the instructions, scored with each check's
+            own partition's demos; the routed program (below) is returned only where it clearly beats
+            one merged program (the same instructions with every partition's kept demos interleaved,
+            up to ``max_demos``) on the valset, by the final check's paired test; else the merged
+            one. The report's ``selection["route"]`` says which and why. ``"demos"``: always the
+            routed program, a ``dspy_fgo.Routed`` whose experts share the merged instruction and
+            each input runs with the demos its nearest partition kept (``dspy_fgo.route.DemoRoute``).
+            ``True``: the same, and a partition also keeps its own optimized instruction (its
+            specialist) where that gets at least ``route.ROUTE_MARGIN`` more of its held-out
+            examples right than the merged one. ``False``: the paper's one merged program, each
+            merge pooling its children's demos.
+        nearest_demos: with routed demos (``route="auto"``, ``"demos"`` or ``True``), a partition
+            that keeps demos keeps a pool of them (from its training and held-out runs, up to
             ``nearest.POOL_PER_DEMO`` times ``max_demos``), and each input runs with the
             ``max_demos`` of its partition's pool most similar to it, never its own
             (``dspy_fgo.route.nearest``); a routed specialist keeps its partition's pool. ``None``
-            (default): on with routed demos and ``max_demos > 0``, which measured best on BBH-15
-            (benchmarks/README.md); ``False`` keeps each partition's fixed demos.
+            (default): on with routed demos and ``max_demos > 0``; ``False`` keeps each
+            partition's fixed demos.
     """
 
     method = "FGO"
@@ -212,7 +217,7 @@ class FGO(ReflectiveOptimizer):
         kept = sum(1 for demos in demo_route.demos[:-1] if demos)
         selection["route"] = (f"demos: each input runs with its nearest partition's demos "
                               f"({kept} of {len(demo_route.demos) - 1} partitions kept some)")
-        if self.route == "auto" and not s.rt.exhausted():
+        if self.route == "auto":
             return self._merged_or_routed(s, student, chosen, selection, demo_route)
         return chosen, demo_route.program(student, chosen), selection
 
@@ -221,6 +226,9 @@ class FGO(ReflectiveOptimizer):
         instructions with every partition's demos interleaved, one program) on the valset, by the
         final check's paired test; a single-task trainset gains nothing from routing and gets one program."""
         merged = demo_route.merged(chosen)
+        if s.rt.exhausted():  # no comparison: the simpler program
+            selection["route"] = "auto: the merged program (budget exhausted before routing could be weighed)"
+            return merged, apply_candidate(student, merged), selection
         items = s.val_items() if s.valset else s.items()
         with s.stage("select"):
             routed_runs = demo_route.item_scores(chosen, items)  # made by the final check: no call
@@ -292,8 +300,10 @@ class FGO(ReflectiveOptimizer):
                 for i, (p, r, d) in enumerate(zip(partitions, results, demos))]
 
     def _interleaved(self, nodes: list[MergeNode], demos) -> Candidate:
-        """Every partition's demos, best-scoring partition first, up to ``max_demos`` (``merge_demos``)."""
-        return {k: merge_demos(k, nodes, self.max_demos) for k in dict.fromkeys(k for d in demos for k in d)}
+        """Every partition's demos, best-scoring partition first, up to ``max_demos`` (with ``inner=``,
+        the most an inner optimizer chose; ``merge_demos``)."""
+        cap = self._merge_settings().max_demos
+        return {k: merge_demos(k, nodes, cap) for k in dict.fromkeys(k for d in demos for k in d)}
 
     def _demo_pool(self, s, start, partition, result) -> Candidate:
         """The demos of the partition's training and held-out runs (the start's, made already: no LM

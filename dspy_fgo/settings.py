@@ -111,7 +111,7 @@ class FGOSettings(Settings):
     max_demos: int = 4
     balance_demos: bool = True
     proposals: int = 3
-    route: bool | str = False
+    route: bool | str = "auto"
     nearest_demos: bool | None = None
     accept_z: float = Z
     min_failures: int = 1

@@ -60,6 +60,7 @@ def compiles() -> dict:
     trainset, valset = make_examples(CATS, per_category=6), make_examples(CATS, per_category=3)
 
     def fgo(student=None, task=task_respond, train=trainset, val=valset, optimizer_lm=optimizer_respond, **settings):
+        settings.setdefault("route", False)  # the paper's one merged program, unless a compile says otherwise
         optimizer = FGO(metric=exact, task_model=FakeLM(task, model="fake/task"),
                         prompt_model=FakeLM(optimizer_lm, model="fake/optimizer"), partition_by="category",
                         num_threads=1, **settings)
@@ -76,7 +77,8 @@ def compiles() -> dict:
                    train=make_examples(CATS[:2]), val=None, epochs=1, optimize_tools=True)
 
     return {
-        "default": lambda: fgo(),
+        "merged": lambda: fgo(),
+        "default": lambda: fgo(route="auto"),
         "route-demos": lambda: fgo(route="demos"),
         "route-true": lambda: fgo(route=True),
         "inner": lambda: fgo(inner=RuleTeleprompter),

@@ -163,7 +163,7 @@ def test_partitions_with_few_demos_pool_them_up_to_max_demos_in_a_merge():
     for max_demos, pooled in ((4, 2), (1, 1)):
         fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(right_on_even, model="fake/task"),
                   prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"), partition_by="category",
-                  epochs=0, max_demos=max_demos)
+                  epochs=0, max_demos=max_demos, route=False)
         fgo.compile(dspy.ChainOfThought("question -> answer"), trainset=trainset, valset=valset)
         leaves = [json.loads(p.candidate["predict::demos"]) for p in fgo.report_.partitions]
         assert [len(demos) for demos in leaves] == [1, 1]
@@ -270,7 +270,7 @@ def test_demos_come_from_the_partitions_own_runs_are_kept_when_they_help_and_cos
     student = dspy.Predict(dspy.Signature("question -> answer", "Answer. RULE-alpha"))
     prompt = FakeLM(optimizer_respond, model="fake/optimizer")
     fgo = FGO(accept_z=TOY_Z, metric=exact, task_model=FakeLM(rule_or_demo_task, model="fake/task"), prompt_model=prompt,
-              partition_by="category", epochs=0, max_demos=2)
+              partition_by="category", epochs=0, max_demos=2, route=False)
     program = fgo.compile(student, trainset=trainset)
     assert prompt.calls == 0  # epochs=0: no rewrite, so the demos took no optimizer call
     alpha, beta = (json.loads(p.candidate["self::demos"]) for p in fgo.report_.partitions)

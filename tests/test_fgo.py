@@ -41,7 +41,7 @@ def test_learns_every_category_and_reports(task_lm, prompt_lm):
     assert report.usage["optimizer"]["calls"] == optimizer_calls
     assert report.usage["optimizer"]["prompt_tokens"] > 0
     assert report.usage["optimizer"]["peak_prompt_tokens"] <= report.usage["optimizer"]["prompt_tokens"]
-    assert set(report.timings) == {"divide", "optimize", "merge", "select"}
+    assert set(report.timings) == {"divide", "optimize", "demos", "merge", "select"}  # route="auto" pools demos
     # Each stage's share of the LM use: together they are the whole compile's, and the merge's
     # optimizer calls are the merge calls its tree records.
     for role in ("task", "optimizer"):
@@ -193,7 +193,7 @@ def test_when_the_llm_merge_loses_the_best_childs_text_keeps_every_childs_demos_
         return optimizer_respond(fields, messages)
 
     prompt = FakeLM(bad_merge)
-    fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=2)
+    fgo, optimized = compile_fgo(task_lm, prompt, make_examples(CATS[:2]), epochs=1, max_demos=2, route=False)
     root = fgo.report_.root
     assert root["attempted"] == ["pooled_demos", "llm_merge"] and root["made_by"] == "pooled_demos"
     assert sum("merged_instruction" in p for p in prompt.prompts) == MERGE_ROUNDS * fgo.proposals

@@ -35,7 +35,7 @@ class RuleTeleprompter(dspy.teleprompt.Teleprompter):
 def test_fake_inner_teleprompter_per_partition_with_its_own_seed(task_lm, prompt_lm):
     RuleTeleprompter.created = []
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=prompt_lm, partition_by="category", seed=10,
-              inner=RuleTeleprompter)
+              inner=RuleTeleprompter, route=False)
     program = fgo.compile(dspy.Predict("question -> answer"), trainset=make_examples(CATS))
     assert sorted(RuleTeleprompter.created) == [10, 11, 12]
     assert set(RULE.findall(program.signature.instructions)) == set(CATS)

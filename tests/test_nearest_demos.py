@@ -121,7 +121,8 @@ def test_routed_demos_are_nearest_demos_unless_turned_off():
     assert FGO(metric=exact, route="demos").nearest_demos is True  # the measured default (benchmarks/README.md)
     assert FGO(metric=exact, route="demos", nearest_demos=False).nearest_demos is False
     assert FGO(metric=exact, route="demos", max_demos=0).nearest_demos is False  # no demos: nothing to pool
-    assert FGO(metric=exact).nearest_demos is False  # no routed demos: one merged program's fixed demos
+    assert FGO(metric=exact).nearest_demos is True  # route="auto" weighs routed (nearest) demos
+    assert FGO(metric=exact, route=False).nearest_demos is False  # one merged program's fixed demos
     assert FGO(metric=exact, route=True).nearest_demos is True  # routed demos under route=True too
     assert FGO(metric=exact, route=True, nearest_demos=False).nearest_demos is False
     fgo, _, _ = compile_fgo()

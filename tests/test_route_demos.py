@@ -23,6 +23,7 @@ def demo_jealous_task(fields, messages):
 def compile_fgo(trainset, **settings):
     settings.setdefault("accept_z", TOY_Z)
     settings.setdefault("nearest_demos", False)  # each partition's fixed demos (pools: test_nearest_demos.py)
+    settings.setdefault("route", False)  # the paper's one merged program, unless a test routes
     task_lm = FakeLM(demo_jealous_task, model="fake/task")
     fgo = FGO(metric=exact, task_model=task_lm, prompt_model=FakeLM(optimizer_respond, model="fake/optimizer"),
               partition_by="category", epochs=1, **{"max_demos": 2, **settings})

@@ -5,11 +5,14 @@ JSON, so a saved program needs no pickle), or from a user's embedder (a callable
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
+
+logger = logging.getLogger("dspy_fgo")
 
 MAX_FEATURES = 2048  # the offline vocabulary: bounded however large the trainset
 
@@ -27,15 +30,27 @@ class Space:
 
     @classmethod
     def fit(cls, texts: Sequence[str], embedder: Callable | None = None) -> "Space":
-        space = cls(embedder)
-        if embedder is None:
-            space.tfidf = _tfidf(max_features=MAX_FEATURES).fit(list(texts))
+        """The space of ``texts``: the user's embedder if it embeds them, else (with a warning) the
+        offline TF-IDF, so a failing embedding service never stops a compile."""
+        texts = list(texts)
+        if embedder is not None:
+            space = cls(embedder)
+            try:
+                space(texts)
+                return space
+            except Exception as exc:
+                logger.warning("embedder failed (%s: %s); routing with the offline TF-IDF space",
+                               type(exc).__name__, exc)
+        space = cls()
+        space.tfidf = _tfidf(max_features=MAX_FEATURES).fit(texts)
         return space
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if self.embedder is not None:
             vectors = np.asarray(self.embedder(texts), dtype=float)
+            if vectors.ndim != 2 or len(vectors) != len(texts) or not np.isfinite(vectors).all():
+                raise ValueError(f"the embedder must return a finite {len(texts)} x d array; got shape {vectors.shape}")
         else:
             vectors = self.tfidf.transform(texts).toarray()
         return normalize(vectors)  # a zero vector (empty input, no known word) stays zero
