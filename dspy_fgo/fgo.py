@@ -137,13 +137,13 @@ class FGO(ReflectiveOptimizer):
         embed = Embedding(self.embedder, s.meters["embedder"], s.counters, seed=self.seed)
 
         with s.stage("divide"):
-            partitions, checks, notes = self._divide(s, start, embed)
+            partitions, check_ids, notes = self._divide(s, start, embed)
         logger.info("FGO: %d examples in %d partitions", len(trainset), len(partitions))
 
         s.progress.stage("FGO: optimizing partitions", total=len(partitions), unit="partition")
         with s.stage("optimize"):
             results = s.rt.map(lambda ip: self._optimize_partition(s, start, checkpoint, *ip),
-                               list(enumerate(zip(partitions, checks))))
+                               list(enumerate(zip(partitions, check_ids))))
         if self.inner is not None:
             notes.append(f"partitions optimized by {results[0][1]} (inner); its calls are under usage['inner']")
         results = [r for r, _ in results]
@@ -214,9 +214,9 @@ class FGO(ReflectiveOptimizer):
             s.rt.item_scores(c, items) if label == "unoptimized" else demo_route.item_scores(c, items)))
         if selection["returned"] == "unoptimized":
             return chosen, apply_candidate(student, chosen), selection
-        kept = sum(1 for demos in demo_route.demos[:-1] if demos)
+        with_demos = sum(1 for demos in demo_route.demos[:-1] if demos)
         selection["route"] = (f"demos: each input runs with its nearest partition's demos "
-                              f"({kept} of {len(demo_route.demos) - 1} partitions kept some)")
+                              f"({with_demos} of {len(demo_route.demos) - 1} partitions kept some)")
         if self.route == "auto":
             return self._merged_or_routed(s, student, chosen, selection, demo_route)
         return chosen, demo_route.program(student, chosen), selection
@@ -282,17 +282,17 @@ class FGO(ReflectiveOptimizer):
     def _demo_route(self, s, start, partitions, results) -> DemoRoute | None:
         """Each partition's kept demos, for the inputs nearest to it; every partition's, interleaved
         up to ``max_demos``, for inputs unlike all of them. None when no partition kept any."""
-        kept = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
-        if not any(kept):
+        kept_demos = [{k: v for k, v in r.candidate.items() if not is_text_key(k)} for r in results]
+        if not any(kept_demos):
             return None
         plan = RoutePlan(s.rt, s.items_of, s.trainset, self.embedder, s.counters)
-        demos, nearest = kept, None
+        demos, nearest = kept_demos, None
         if self.nearest_demos:  # a partition that kept demos keeps a pool of them instead, cut per input
-            demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, kept)]
+            demos = [self._demo_pool(s, start, p, r) if d else d for p, r, d in zip(partitions, results, kept_demos)]
             nearest = NearestDemos.fit(s.trainset, s.valset, self.max_demos, self.balance_demos, self.embedder)
         pool = self._demo_nodes(partitions, results, demos)
         return DemoRoute(plan, pool, demos, self._interleaved(pool, demos), nearest,
-                         single=self._interleaved(self._demo_nodes(partitions, results, kept), kept))
+                         single=self._interleaved(self._demo_nodes(partitions, results, kept_demos), kept_demos))
 
     @staticmethod
     def _demo_nodes(partitions, results, demos) -> list[MergeNode]:
@@ -323,13 +323,13 @@ class FGO(ReflectiveOptimizer):
         groups = self.partitioner.split(s.trainset, n_partitions=self.n_partitions, seed=self.seed, embed=embed,
                                         **rollout)
         partitions, notes = pool_small(groups, self.min_partition_size)
-        checks = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, self.embedder) if s.valset
-                  else [None] * len(partitions))
-        return partitions, checks, notes
+        check_ids = (assign_checks(self.partitioner, partitions, s.trainset, s.valset, self.embedder) if s.valset
+                     else [None] * len(partitions))
+        return partitions, check_ids, notes
 
     def _optimize_partition(self, s, start, checkpoint, index: int, work):
         """Algorithm 1 on one partition, or the user's inner teleprompter; checkpointed."""
-        partition, check_indices = work
+        partition, check_ids = work
         PRIORITY.set(index)  # earlier partitions get LM slots first, so they finish (and are saved) in order
         key = f"{index:04d}"
         saved = checkpoint.load("partition", key) if checkpoint else None
@@ -347,13 +347,13 @@ class FGO(ReflectiveOptimizer):
         on_epoch = ((lambda state: checkpoint.save("epoch", key, {**state, "events": events.to_dict()}))
                     if checkpoint else None)
         items = s.items(partition.indices)
-        checks = s.val_items(check_indices) if check_indices else None
+        check_items = s.val_items(check_ids) if check_ids else None
         if self.executor is not None:
-            result, by = self._optimize_remote(s, start, index, items, checks, events)
+            result, by = self._optimize_remote(s, start, index, items, check_items, events)
         elif self.inner is not None:
-            result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, checks)
+            result, by = optimize_with_inner(s.rt, self.inner, self.seed + index, s.student, start, items, check_items)
         else:
-            result, by = optimize_module(s.rt, start, items, self._algorithm1(s), checks=checks,
+            result, by = optimize_module(s.rt, start, items, self._algorithm1(s), checks=check_items,
                                          counters=events, resume=resume, on_epoch=on_epoch), "FGO"
         s.counters.absorb(events.to_dict())
         calls = sum(m.usage.calls for m in s.meters.by_role.values())
@@ -365,10 +365,10 @@ class FGO(ReflectiveOptimizer):
                                                "result": result_to_dict(result), "events": events.to_dict()})
         return result, by
 
-    def _optimize_remote(self, s, start, index: int, items, checks, events):
+    def _optimize_remote(self, s, start, index: int, items, check_items, events):
         """The same work as locally, on the executor; its usage joins this run's, its events ``events``."""
         job = make_job(runtime=s.rt.spec(), inner=self.inner, seed=self.seed + index, start=start, items=items,
-                       checks=checks, algorithm1=self._algorithm1(s))
+                       checks=check_items, algorithm1=self._algorithm1(s))
         outcome = self.executor.submit(run_partition_job, job).result()
         for role, by_model in outcome["usage"].items():
             s.meters[role].absorb(by_model)

@@ -18,7 +18,7 @@ from dspy_fgo.significance import Z
 CLUSTERINGS = ("kmeans", "spectral", "bisecting", "none")
 ROUTES = (False, True, "demos", "auto")
 # Presets trade optimizer calls for search, as MIPROv2's and GEPA's ``auto`` do; explicit settings
-# override them. "medium" is the defaults. Their cost is measured by ``benchmarks/presets.py``.
+# override them. "medium" is the defaults. Their cost: the proposer-quality benchmark, benchmarks/README.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "light": {"epochs": 1, "proposals": 2, "min_failures": 2},
     "medium": {},

@@ -1,9 +1,8 @@
 """When one candidate is better than another: when it wins more of the same examples than chance.
 
 The final check compares a few candidates on a few dozen examples, and the best-scoring one often
-wins by luck. On BBH-15 (seed 1, `route="demos"`) the merge of three instructions, one about
-adjective order, beat "Answer the question." by 4 of the 60 validation questions and was returned
-for all fifteen tasks; it then scored 39.3 % on the test questions. A paired sign test asks for
+wins by luck: the best of several candidates that are all as good as each other beats the
+reference by a few examples most of the time. A paired sign test asks for
 more: the gain (examples the new candidate gets right that the old one misses, less the reverse)
 must be at least ``Z`` times its standard deviation under "no difference", sqrt(wins + losses).
 With 0/1 scores that is a one-sided test at about 95 %: 3 wins and no loss pass, 6 wins and 2

@@ -160,6 +160,7 @@ class ProgressiveMerge:
 
     def leaf(self, candidate: Candidate, examples: list[int], score: float, partition: str,
              checks: Sequence = ()) -> MergeNode:
+        """A partition's optimized candidate; ``checks`` are the keys of its held-out examples."""
         if self.texts_only:
             candidate = {k: v for k, v in candidate.items() if is_text_key(k)}
         return self.tree.add(candidate=candidate, examples=sorted(examples), score=score, partition=partition,
@@ -176,7 +177,7 @@ class ProgressiveMerge:
         if len(nodes) <= self.settings.threshold or self.settings.clustering == "none":
             return self._merge_group(nodes)
         # Cluster by what the optimizer wrote (instructions, tool texts), not by the demos' JSON: demos
-        # of different tasks look alike to a text embedder and made trees 7 levels deep on BBH-15.
+        # of different tasks look alike to a text embedder, and clustering them made deep, lopsided trees.
         vectors = self.embed([candidate_text({k: v for k, v in n.candidate.items() if is_text_key(k)})
                               for n in nodes])
         # k = floor(sqrt(n)) as in the paper, but at least 2: with t = 2 and n = 3, one cluster would
@@ -189,23 +190,24 @@ class ProgressiveMerge:
     def _merge_group(self, nodes: list[MergeNode]) -> MergeNode:
         """One merge node (reused from the checkpoint when it was made before)."""
         examples = sorted(i for node in nodes for i in node.examples)
-        checks = list(dict.fromkeys(k for node in nodes for k in node.checks))
-        key = fingerprint([n.candidate for n in nodes], examples, checks, *([self.scored_as] if self.scored_as else []))[:20]
+        check_keys = list(dict.fromkeys(k for node in nodes for k in node.checks))
+        key = fingerprint([n.candidate for n in nodes], examples, check_keys,
+                          *([self.scored_as] if self.scored_as else []))[:20]
         made = self.saved.load("merge", key) if self.saved else None
         if made is None:
             events = Counters()  # saved with the node, so a resumed run that reuses it still reports them
-            made = {**self._make(nodes, checks, events), "events": events.to_dict()}
+            made = {**self._make(nodes, check_keys, events), "events": events.to_dict()}
             if self.saved and made["made_by"] != "budget_exhausted":
                 self.saved.save("merge", key, made)
         self.counters.absorb(made.pop("events", {}))
-        logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(checks),
+        logger.info("merged %d candidates on %d checks: score %.2f (%s)", len(nodes), len(check_keys),
                     made["score"], made["made_by"])
-        node = self.tree.add(examples=examples, checks=checks, children=[n.id for n in nodes],
+        node = self.tree.add(examples=examples, checks=check_keys, children=[n.id for n in nodes],
                              level=1 + max(n.level for n in nodes), **made)
         self.on_node(node)
         return node
 
-    def _make(self, nodes: list[MergeNode], checks: list, events: Counters) -> dict:
+    def _make(self, nodes: list[MergeNode], check_keys: list, events: Counters) -> dict:
         """The node's candidate, with the children's demos pooled: when the children's texts differ,
         the best of the LLM's merges unless it is clearly worse on the union of their checks than the
         best child or the best child's texts (no call); else the better of those two."""
@@ -214,7 +216,7 @@ class ProgressiveMerge:
             best = max(nodes, key=_evidence)
             events.add("merges_skipped_for_budget")
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
-        items = self.items_of(checks)
+        items = self.items_of(check_keys)
         child_runs = self.rt.map(lambda n: self.item_scores(n.candidate, items), nodes)
         child_scores = [_mean(runs) for runs in child_runs]
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
@@ -313,8 +315,8 @@ def _evidence(node: MergeNode) -> tuple[float, int]:
 def merge_demos(key: str, nodes: Sequence[MergeNode], max_demos: int = 0) -> str:
     """The children's demos for one predictor, interleaved (best-scoring child first), deduplicated,
     and capped at ``max_demos`` or the largest child's count if that is more (the limit an inner
-    optimizer chose). Partitions with few successful runs have few demos of their own (with
-    ``ChainOfThought`` on BBH-15, 0-3 of 4), and a merge is where they can pool up to the limit.
+    optimizer chose). Partitions with few successful runs have few demos of their own, and a
+    merge is where they can pool up to the limit.
     The node's validation on the union then scores the result."""
     ranked = sorted(nodes, key=lambda n: (-n.score, n.examples))  # not ids: they depend on thread timing
     lists = [json.loads(n.candidate.get(key, "[]")) for n in ranked]

@@ -29,8 +29,8 @@ def copies_examples(proposal: str, current: str, examples: Sequence[dspy.Example
 
     Text every example shares is the task's own wording and may be quoted; text found in only some
     examples is about those examples (a question's names, numbers, word lists), and an instruction
-    that carries it has memorized its partition rather than learned the task. The 1.5B optimizer
-    did exactly that on BBH (benchmarks/README.md), and a merge would spread it to every task.
+    that carries it has memorized its partition rather than learned the task (small optimizer
+    models do this often), and a merge would spread it to every task.
     A proposal that states an example's answer is a copy too (``states_an_answer``).
     """
     if not examples:

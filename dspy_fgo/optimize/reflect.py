@@ -167,8 +167,8 @@ class _PartitionRun:
         rt, settings = self.rt, self.settings
         current = dict(start)
         runs = learning_runs(rt, current, self.train)
-        kept = rt.evaluate(current, self.checks)
-        old, score = [run.score for run in kept], mean_score(kept)
+        start_runs = rt.evaluate(current, self.checks)
+        old, score = [run.score for run in start_runs], mean_score(start_runs)
         self.baseline = score
         record = EpochRecord(epoch=0, score=score, candidate=current, train_score=mean_score(runs))
         demos = (demos_from_runs(current, runs, settings.max_demos, rt.student, balance=settings.balance_demos,
@@ -192,12 +192,12 @@ class _PartitionRun:
     def epoch(self, epoch: int) -> None:
         """Learn from the kept candidate's runs, ask for proposals, keep the best unless it loses."""
         rt, settings, counters = self.rt, self.settings, self.counters
-        kept = rt.evaluate(self.current, self.checks)  # already run: no call
+        check_runs = rt.evaluate(self.current, self.checks)  # already run: no call
         if self.runs is None:  # the kept candidate's runs, made only once an epoch will learn from them
             self.runs = learning_runs(rt, self.current, self.train)
             if self.history[-1].train_score is None:
                 self.history[-1].train_score = mean_score(self.runs)
-        if sum(not run.solved for run in [*self.runs, *kept]) < settings.min_failures:
+        if sum(not run.solved for run in [*self.runs, *check_runs]) < settings.min_failures:
             counters.add("partitions_without_failures")  # nothing left to learn from
             self.stopped = True
             self.save()
@@ -211,7 +211,7 @@ class _PartitionRun:
                                                    settings.critique_successes, settings.critique_mode)
         evidence = Evidence(self.task, self.history, lessons,
                             exemplar_runs(self.runs, epoch, settings.budget, counters), self.examples)
-        accepted, records = self._choose(epoch, evidence, [run.score for run in kept])
+        accepted, records = self._choose(epoch, evidence, [run.score for run in check_runs])
         self.history.append(EpochRecord(epoch=epoch, score=self.score, candidate=self.current, critiques=critiqued,
                                         train_score=mean_score(self.runs) if self.runs else None,
                                         lessons=lessons, proposals=records))

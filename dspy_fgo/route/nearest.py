@@ -13,10 +13,9 @@ is a refit on all of its examples, as a model is refit on train and validation a
 Because an input never sees its own demo, the merges and the final check can still score every
 check fairly (a leave-one-out choice).
 
-Why: on BBH-15 with the local 1.5B model, DSPy's ``KNNFewShot`` (each question's 4 nearest labeled
-training examples) held its accuracy on test questions that no FGO change had been read from,
-where FGO's fixed per-partition demos did not (``benchmarks/README.md``); similar demos help most
-(Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?"). The prompt stays bounded: an
+Why: demos similar to the input help most (Liu et al. 2022, "What Makes Good In-Context Examples
+for GPT-3?"; DSPy's ``KNNFewShot``), and fixed demos chosen on a partition's few checks fit those
+checks more than fresh inputs (``benchmarks/README.md`` measures both). The prompt stays bounded: an
 input sees at most ``max_demos`` demos however large its partition's pool is.
 """
 

@@ -13,16 +13,13 @@ produce: a route must win by more. Each input then goes to the partition whose t
 is nearest to (cosine similarity to the centroid of their input embeddings): to that partition's
 specialist if it routes, else to the single program (with that partition's demos).
 
-Demos are routed under ``route=True`` too because the gate can rarely be passed on a few checks:
-on BBH-15 (v10's partitions, seed 0) it routed 2 of 15 partitions before, and the other 13 ran
-with the merged program's 4 pooled demos, 38.0 % against the routed demos' 44.7 %.
-
-An earlier rule decided per merge node, bottom-up, between a node's single candidate and routing
-to its children; on BBH-15 it compounded selection noise (experts that were one child's candidate
-serving two to five tasks) and lost 11 points on one seed, so experts are now only partitions'
-own specialists, each serving only its own kind of input. That rule, too, lost on BBH-15 (one
-seed, one routed task, -2 test questions): with 4 held-out examples per partition, the specialist
-is judged on the examples that selected it. Routing stays off by default.
+Demos are routed under ``route=True`` too because the specialist gate can rarely be passed on a
+few checks, and a partition that does not route would otherwise run with one merged program's
+pooled demos, which serve every kind of input a little and none well. Experts are only partitions'
+own specialists, each serving its own kind of input: a specialist judged on the few examples that
+selected it is a noisy choice, which is why ``ROUTE_MARGIN`` asks for more than one example.
+``route="auto"`` (the default) weighs the routed-demos program against one merged program on the
+whole valset and routes only when that clearly pays.
 
 The routed program is a ``Routed`` module: a list of ordinary copies of the student (so
 ``named_predictors()``, ``dspy.Evaluate`` and ``inspect_history`` work as usual) and a router whose
@@ -234,7 +231,7 @@ class DemoRoute:
     demos its nearest partition kept (those demos won or tied on that partition's held-out checks).
 
     A merged program must otherwise carry at most ``max_demos`` demos for every kind of input, and
-    on BBH-15 the merge tree's tournament handed one task's demos to all fifteen. Demos are examples
+    a merge tree's tournament can hand one kind's demos to all the others. Demos are examples
     of one kind of input; routing them needs no decision on a handful of checks, only the
     partition's own evidence. An input unlike every partition gets the fallback: every partition's
     demos interleaved, up to ``max_demos``. Candidates here are instruction texts; ``score`` runs
