@@ -434,53 +434,88 @@ def _gold_note(g: _Gen, ref: str) -> str:
     return g.pick([f"{label}: {ref}", f"{label} {ref}", L["sentence"].format(ref=ref)])
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """What every part of one invoice shares: its layout, where the gold goes, dates and numbers."""
+
+    layout: str
+    placement: str
+    issue: _dt.date
+    delivered: _dt.date
+    inv: str
+    order: str
+    buyer_lang: str
+
+    @property
+    def rich(self) -> bool:
+        return self.layout != "minimal"
+
+    @property
+    def buyer_country(self) -> str:
+        return _LANG[self.buyer_lang]["country"]
+
+
 def _build(g: _Gen, layout: str, placement: str) -> str:
-    """The XML of one invoice; the gold (``g.gold``) goes where ``placement`` says."""
-    L, rng, ref, gold_kind = g.L, g.rng, g.gold, g.kind
-    country, currency, rate = L["country"], L["currency"], L["vat"]
+    """The XML of one invoice; the gold (``g.gold``) goes where ``placement`` says. The parts are
+    drawn in a fixed order from one generator, so an id always gives the same document."""
+    rng = g.rng
     issue = _dt.date(2024, 1, 1) + _dt.timedelta(days=rng.randrange(600))
     delivered = issue - _dt.timedelta(days=rng.randint(1, 9))
-
-    def fmt(d: _dt.date) -> str:
-        return d.strftime(L["date"])
-
     inv = g.decoy(lambda: g.invoice_no(issue.year))
     order = g.decoy(g.order_no)
-    rich = layout != "minimal"
-    buyer_lang = g.pick(LANGUAGES)
-    buyer_country = _LANG[buyer_lang]["country"]
-
+    f = _Frame(layout, placement, issue, delivered, inv, order, g.pick(LANGUAGES))
     # Parties: the forwarder's invoice comes from the forwarder; the others from a manufacturer.
-    supplier_name = _company(g, g.lang, L["forwarder"] if layout == "forwarder" else None)
-    supplier, _ = _party(g, supplier_name, country, rich=rich, street=rich)
-    customer, _ = _party(g, _company(g, buyer_lang), buyer_country, rich=rich)
+    supplier_name = _company(g, g.lang, g.L["forwarder"] if layout == "forwarder" else None)
+    supplier, _ = _party(g, supplier_name, g.L["country"], rich=f.rich, street=f.rich)
+    customer, _ = _party(g, _company(g, f.buyer_lang), f.buyer_country, rich=f.rich)
+    notes = _notes(g, f)
+    original = g.decoy(lambda: g.invoice_no(issue.year)) if layout == "credit_note" else None
+    despatch, additional = _references(g, f)
+    lines, total = _lines(g, f)
+    delivery = _delivery(g, f)
+    payment = _E("cac:PaymentMeans", [
+        _E("cbc:PaymentMeansCode", "58" if g.L["currency"] == "EUR" else "30"),
+        _E("cbc:PaymentID", inv) if f.rich else None,
+        _E("cac:PayeeFinancialAccount", [_E("cbc:ID", g.decoy(lambda: g.iban(g.L["country"])))]),
+    ])
+    return _to_xml(_document(g, f, notes, original, despatch, additional, [supplier, customer],
+                             delivery, payment) + _totals(g, f, total) + lines)
 
-    # Notes, including decoys; the gold joins them when placement == "note".
+
+def _fmt(g: _Gen, d: _dt.date) -> str:
+    return d.strftime(g.L["date"])
+
+
+def _notes(g: _Gen, f: _Frame) -> list[str]:
+    """The invoice's notes, decoys included; the gold joins them when placement is "note"."""
+    L, rng, layout, issue = g.L, g.rng, f.layout, f.issue
     notes: list[str] = []
-    previous = None
     if layout != "minimal" and rng.random() < 0.75:
         # A previous shipment, half the time in the same format as the answer.
-        kind = gold_kind if rng.random() < 0.5 else None
+        kind = g.kind if rng.random() < 0.5 else None
         previous = g.decoy(lambda: g.transport_ref(kind))
         before = issue - _dt.timedelta(days=rng.randint(20, 90))
         old_inv = g.decoy(lambda: g.invoice_no(before.year))
-        notes.append(L["previous"].format(ref=previous, date=fmt(before), inv=old_inv))
+        notes.append(L["previous"].format(ref=previous, date=_fmt(g, before), inv=old_inv))
     if layout == "minimal":
-        notes.append(L["payment"].format(inv=inv))
+        notes.append(L["payment"].format(inv=f.inv))
     elif layout == "full":
         notes.append(L["customer"].format(x=g.decoy(lambda: g.pick([f"KD-{g.digits(5)}", f"C{g.digits(6)}"]))))
-        notes.append(L["order"].format(x=order, date=fmt(issue - _dt.timedelta(days=rng.randint(10, 40)))))
+        notes.append(L["order"].format(x=f.order, date=_fmt(g, issue - _dt.timedelta(days=rng.randint(10, 40)))))
     elif layout == "forwarder":
-        notes.append(L["job"].format(x=g.decoy(lambda: f"{country}-{issue.year % 100}-{g.digits(5)}")))
+        notes.append(L["job"].format(x=g.decoy(lambda: f"{L['country']}-{issue.year % 100}-{g.digits(5)}")))
     else:  # credit_note
         notes.append(L["credit"].format(x=g.decoy(lambda: g.pick([f"SCH-{g.digits(6)}", f"CLM{g.digits(6)}"]))))
         notes.append(L["return"].format(x=g.decoy(lambda: f"RMA-{g.digits(5)}")))
-    if placement == "note":
-        notes.append(_gold_note(g, ref))
+    if f.placement == "note":
+        notes.append(_gold_note(g, g.gold))
     rng.shuffle(notes)
+    return notes
 
-    # Document references.
-    original = g.decoy(lambda: g.invoice_no(issue.year)) if layout == "credit_note" else None
+
+def _references(g: _Gen, f: _Frame) -> tuple[list[_E], list[_E]]:
+    """Despatch and additional document references, decoys included, and the gold where placed there."""
+    L, rng, layout, ref, country = g.L, g.rng, f.layout, g.gold, g.L["country"]
     despatch: list[_E] = []
     additional: list[_E] = []
     gold_desc = g.pick(L["transport_doc"])
@@ -488,7 +523,7 @@ def _build(g: _Gen, layout: str, placement: str) -> str:
         dn = g.decoy(g.delivery_note_no)
         described = rng.random() < 0.6
         despatch.append(_doc_ref("cac:DespatchDocumentReference", dn, L["delivery_note"] if described else None))
-    if placement == "despatch_document":
+    if f.placement == "despatch_document":
         despatch.append(_doc_ref("cac:DespatchDocumentReference", ref, gold_desc))
     if layout == "full":
         additional.append(_doc_ref("cac:AdditionalDocumentReference", g.decoy(lambda: f"PL-{g.digits(6)}"),
@@ -502,19 +537,24 @@ def _build(g: _Gen, layout: str, placement: str) -> str:
     elif layout == "credit_note":
         report = g.decoy(lambda: f"DR-{g.digits(5)}")
         additional.append(_doc_ref("cac:AdditionalDocumentReference", report, L["damage"]))
-    if placement == "additional_document":
+    if f.placement == "additional_document":
         code = "730" if rng.random() < 0.5 else None  # UNCL1001 730: road consignment note
         additional.append(_doc_ref("cac:AdditionalDocumentReference", ref, gold_desc, code))
     rng.shuffle(despatch)
     rng.shuffle(additional)
+    return despatch, additional
 
-    # Lines.
+
+def _lines(g: _Gen, f: _Frame) -> tuple[list[_E], float]:
+    """The invoice lines and their total: a forwarder's services (the gold may sit in a line's
+    note), else goods."""
+    L, rng, currency, rate = g.L, g.rng, g.L["currency"], g.L["vat"]
     lines: list[_E] = []
     total = 0.0
-    if layout == "forwarder":
-        a, b = g.pick(L["cities"])[0], g.pick(_LANG[buyer_lang]["cities"])[0]
+    if f.layout == "forwarder":
+        a, b = g.pick(L["cities"])[0], g.pick(_LANG[f.buyer_lang]["cities"])[0]
         services = L["services"]
-        freight_note = _gold_note(g, ref) if placement == "line_note" else None
+        freight_note = _gold_note(g, g.gold) if f.placement == "line_note" else None
         container_note = L["container"].format(x=g.decoy(g.container), n=rng.randint(8, 33))
         items = [(services[0].format(a=a, b=b), 1, round(rng.uniform(600, 2400), 2), freight_note or container_note)]
         for s in rng.sample(services[1:], rng.randint(1, 2)):
@@ -526,56 +566,55 @@ def _build(g: _Gen, layout: str, placement: str) -> str:
             lines.append(line)
             total += amount
     else:
-        n = {"minimal": 1, "full": 2, "credit_note": 1}[layout]
+        n = {"minimal": 1, "full": 2, "credit_note": 1}[f.layout]
         for i, name in enumerate(rng.sample(L["goods"], n), 1):
             line, amount = _line(g, i, name, rng.randint(1, 40), round(rng.uniform(4, 400), 2), currency, rate,
-                                 rich=layout == "full")
+                                 rich=f.layout == "full")
             lines.append(line)
             total += amount
-    tax = round(total * rate / 100, 2)
+    return lines, total
 
-    # Delivery.
-    delivery_parts: list[_E | None] = [_E("cbc:ActualDeliveryDate", delivered.isoformat())]
-    if placement == "tracking_id":
-        delivery_parts.append(_E("cbc:TrackingID", ref))
-    if rich:
-        city, _ = g.pick(_LANG[buyer_lang]["cities"])
-        delivery_parts.append(_E("cac:DeliveryLocation", [
-            _E("cbc:ID", g.decoy(lambda: g.gln(buyer_country)), schemeID="0088"),
+
+def _delivery(g: _Gen, f: _Frame) -> _E:
+    rng, ref = g.rng, g.gold
+    parts: list[_E | None] = [_E("cbc:ActualDeliveryDate", f.delivered.isoformat())]
+    if f.placement == "tracking_id":
+        parts.append(_E("cbc:TrackingID", ref))
+    if f.rich:
+        city, _ = g.pick(_LANG[f.buyer_lang]["cities"])
+        parts.append(_E("cac:DeliveryLocation", [
+            _E("cbc:ID", g.decoy(lambda: g.gln(f.buyer_country)), schemeID="0088"),
             _E("cac:Address", [_E("cbc:CityName", city),
-                               _E("cac:Country", [_E("cbc:IdentificationCode", buyer_country)])]),
+                               _E("cac:Country", [_E("cbc:IdentificationCode", f.buyer_country)])]),
         ]))
-    if layout in ("full", "forwarder") and rng.random() < 0.6:
-        carrier = _company(g, g.lang, L["carrier"])
-        delivery_parts.append(_E("cac:CarrierParty", [_E("cac:PartyName", [_E("cbc:Name", carrier)])]))
-    if placement == "shipment_id":
-        delivery_parts.append(_E("cac:Shipment", [
+    if f.layout in ("full", "forwarder") and rng.random() < 0.6:
+        carrier = _company(g, g.lang, g.L["carrier"])
+        parts.append(_E("cac:CarrierParty", [_E("cac:PartyName", [_E("cbc:Name", carrier)])]))
+    if f.placement == "shipment_id":
+        parts.append(_E("cac:Shipment", [
             _E("cbc:ID", ref),
-            _E("cbc:GrossWeightMeasure", str(rng.randint(80, 9000)), unitCode="KGM") if rich else None,
+            _E("cbc:GrossWeightMeasure", str(rng.randint(80, 9000)), unitCode="KGM") if f.rich else None,
         ]))
+    return _E("cac:Delivery", parts)
 
-    # Payment.
-    bank_country = country
-    payment = _E("cac:PaymentMeans", [
-        _E("cbc:PaymentMeansCode", "58" if currency == "EUR" else "30"),
-        _E("cbc:PaymentID", inv) if rich else None,
-        _E("cac:PayeeFinancialAccount", [_E("cbc:ID", g.decoy(lambda: g.iban(bank_country)))]),
-    ])
 
-    children = [
+def _document(g: _Gen, f: _Frame, notes, original, despatch, additional, parties, delivery, payment) -> list:
+    """The header, references, parties, delivery and payment, in UBL's element order."""
+    rng, layout, issue, rich = g.rng, f.layout, f.issue, f.rich
+    return [
         _E("cbc:UBLVersionID", "2.1"),
         _E("cbc:CustomizationID", "urn:cen.eu:en16931:2017") if rich else None,
-        _E("cbc:ID", inv),
+        _E("cbc:ID", f.inv),
         _E("cbc:IssueDate", issue.isoformat()),
         _E("cbc:DueDate", (issue + _dt.timedelta(days=30)).isoformat()) if layout != "credit_note" else None,
         _E("cbc:InvoiceTypeCode", "381" if layout == "credit_note" else "380"),
         *[_E("cbc:Note", n) for n in notes],
-        _E("cbc:DocumentCurrencyCode", currency),
+        _E("cbc:DocumentCurrencyCode", g.L["currency"]),
         _E("cbc:BuyerReference", g.decoy(g.buyer_ref)) if layout != "credit_note" else None,
-        _E("cac:InvoicePeriod", [_E("cbc:StartDate", delivered.replace(day=1).isoformat()),
-                                 _E("cbc:EndDate", delivered.isoformat())]) if layout == "forwarder" else None,
+        _E("cac:InvoicePeriod", [_E("cbc:StartDate", f.delivered.replace(day=1).isoformat()),
+                                 _E("cbc:EndDate", f.delivered.isoformat())]) if layout == "forwarder" else None,
         _E("cac:OrderReference", [
-            _E("cbc:ID", order),
+            _E("cbc:ID", f.order),
             _E("cbc:SalesOrderID", g.decoy(lambda: f"SO{g.digits(6)}")) if layout == "full" else None,
         ]),
         _E("cac:BillingReference", [_E("cac:InvoiceDocumentReference", [
@@ -589,26 +628,31 @@ def _build(g: _Gen, layout: str, placement: str) -> str:
         *additional,
         _E("cac:ProjectReference", [_E("cbc:ID", g.decoy(lambda: f"PRJ-{g.digits(4)}"))])
         if layout == "full" and rng.random() < 0.5 else None,
-        _E("cac:AccountingSupplierParty", [supplier]),
-        _E("cac:AccountingCustomerParty", [customer]),
+        _E("cac:AccountingSupplierParty", [parties[0]]),
+        _E("cac:AccountingCustomerParty", [parties[1]]),
         _E("cac:PayeeParty", [
-            _E("cac:PartyIdentification", [_E("cbc:ID", g.decoy(lambda: g.gln(country)), schemeID="0088")]),
+            _E("cac:PartyIdentification", [_E("cbc:ID", g.decoy(lambda: g.gln(g.L["country"])), schemeID="0088")]),
             _E("cac:PartyName", [_E("cbc:Name", _company(g, g.lang))]),
         ])
         if layout == "full" and rng.random() < 0.5 else None,
-        _E("cac:Delivery", delivery_parts),
+        delivery,
         payment,
-        _E("cac:PaymentTerms", [_E("cbc:Note", L["terms"])]) if rich and layout != "credit_note" else None,
+        _E("cac:PaymentTerms", [_E("cbc:Note", g.L["terms"])]) if rich and layout != "credit_note" else None,
+    ]
+
+
+def _totals(g: _Gen, f: _Frame, total: float) -> list:
+    currency = g.L["currency"]
+    tax = round(total * g.L["vat"] / 100, 2)
+    return [
         _E("cac:TaxTotal", [_E("cbc:TaxAmount", _money(tax), currencyID=currency)]),
         _E("cac:LegalMonetaryTotal", [
             _E("cbc:LineExtensionAmount", _money(total), currencyID=currency),
-            _E("cbc:TaxExclusiveAmount", _money(total), currencyID=currency) if rich else None,
+            _E("cbc:TaxExclusiveAmount", _money(total), currencyID=currency) if f.rich else None,
             _E("cbc:TaxInclusiveAmount", _money(total + tax), currencyID=currency),
             _E("cbc:PayableAmount", _money(total + tax), currencyID=currency),
         ]),
-        *lines,
     ]
-    return _to_xml(children)
 
 
 def ubl_id(index: int, seed: int = 0) -> str:
