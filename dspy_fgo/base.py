@@ -17,7 +17,7 @@ from dspy_fgo.optimize.prompts import Budget, budget_for
 from dspy_fgo.report.report import Report
 from dspy_fgo.run.accounting import Counters, Meters, priced_name
 from dspy_fgo.run.progress import Progress, wanted
-from dspy_fgo.run.runtime import Runtime
+from dspy_fgo.run.runtime import Limits, Runtime
 from dspy_fgo.settings import Settings
 from dspy_fgo.significance import clearly_better
 from dspy_fgo.tools import agents
@@ -107,7 +107,7 @@ class ReflectiveOptimizer(Teleprompter):
         meters = Meters()
         rt = Runtime(student=student, metric=self.metric, task_lm=task_lm, prompt_lm=prompt_lm, meters=meters,
                      num_threads=self.num_threads, max_errors=self.max_errors,
-                     max_lm_calls=self.max_lm_calls, max_tokens=self.max_tokens, max_cost=self.max_cost,
+                     limits=Limits(self.max_lm_calls, self.max_tokens, self.max_cost),
                      success_threshold=self.success_threshold)
         rt.progress = Progress(wanted(self.progress), meters)
         return Session(student=student, trainset=list(trainset), valset=list(valset) if valset else None, rt=rt,

@@ -94,22 +94,30 @@ def score_of(result: Any) -> tuple[float, str | None]:
     return float(result), None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """A soft budget over all roles: LM calls, tokens, US dollars (``None``: no limit)."""
+
+    calls: int | None = None
+    tokens: int | None = None
+    cost: float | None = None
+
+    def reached(self, calls: int, tokens: int, cost: float) -> bool:
+        return ((self.calls is not None and calls >= self.calls)
+                or (self.tokens is not None and tokens >= self.tokens)
+                or (self.cost is not None and cost >= self.cost))
+
+    def left(self, calls: int, tokens: int, cost: float) -> Limits:
+        def rest(limit, used):
+            return None if limit is None else max(0, limit - used)
+
+        return Limits(rest(self.calls, calls), rest(self.tokens, tokens), rest(self.cost, cost))
+
+
 class Runtime:
-    def __init__(
-        self,
-        *,
-        student: dspy.Module,
-        metric: Callable,
-        task_lm: dspy.BaseLM | None,
-        prompt_lm: dspy.BaseLM | None,
-        meters: Meters,
-        num_threads: int,
-        max_errors: int | None,
-        max_lm_calls: int | None = None,
-        max_tokens: int | None = None,
-        max_cost: float | None = None,
-        success_threshold: float = 1.0,
-    ):
+    def __init__(self, *, student: dspy.Module, metric: Callable, task_lm: dspy.BaseLM | None,
+                 prompt_lm: dspy.BaseLM | None, meters: Meters, num_threads: int, max_errors: int | None,
+                 limits: Limits = Limits(), success_threshold: float = 1.0):
         self.student = student
         self.success_threshold = success_threshold
         self.metric = metric
@@ -118,9 +126,7 @@ class Runtime:
         self.meters = meters
         self.num_threads = num_threads
         self.max_errors = max_errors
-        self.max_lm_calls = max_lm_calls
-        self.max_tokens = max_tokens
-        self.max_cost = max_cost
+        self.limits = limits
         self.slots = PrioritySlots(num_threads)
         self.progress = Progress(False, meters)  # the optimizer installs its own
         self._cache: dict[tuple[str, Any], Trajectory] = {}
@@ -134,27 +140,17 @@ class Runtime:
         The budgets are what is left of this run's, so a job on another machine stops where this
         run would; several jobs in flight may together overshoot by their in-flight work, as
         threads here do (the budget is soft)."""
-        calls, tokens, cost = self.meters.totals()
-
-        def left(limit, used):
-            return None if limit is None else max(0, limit - used)
-
         return {"student": self.student, "metric": self.metric, "task_lm": self.task_lm, "prompt_lm": self.prompt_lm,
                 "num_threads": self.num_threads, "max_errors": self.max_errors,
-                "max_lm_calls": left(self.max_lm_calls, calls), "max_tokens": left(self.max_tokens, tokens),
-                "max_cost": left(self.max_cost, cost),
-                "success_threshold": self.success_threshold}
+                "limits": self.limits.left(*self.meters.totals()), "success_threshold": self.success_threshold}
 
     # -- budgets ---------------------------------------------------------------------------
     def exhausted(self) -> bool:
         """True once the LM-call, token or cost budget is spent. The budget is soft: callers stop
         starting new work, and what is in flight finishes, so nothing half-done is kept."""
-        if self.max_lm_calls is None and self.max_tokens is None and self.max_cost is None:
+        if self.limits == Limits():
             return False
-        calls, tokens, cost = self.meters.totals()
-        return ((self.max_lm_calls is not None and calls >= self.max_lm_calls)
-                or (self.max_tokens is not None and tokens >= self.max_tokens)
-                or (self.max_cost is not None and cost >= self.max_cost))
+        return self.limits.reached(*self.meters.totals())
 
     # -- threads ---------------------------------------------------------------------------
     def map(self, fn: Callable, items: Sequence) -> list:
