@@ -128,10 +128,11 @@ def _baseline(name: str):
 
 METHODS: dict[str, Callable] = {
     "unoptimized": unoptimized,
-    "fgo": _fgo(),
+    "fgo": _fgo(),  # the defaults: route="auto", routed nearest demos only where they clearly beat one program
+    "fgo-merged": _fgo(route=False),  # the paper's one merged program
     "fgo-route": _fgo(route=True),  # decided after the merge, from the fgo-nearest cell's partitions and merges
     "fgo-demos": _fgo(route="demos", nearest_demos=False),  # one merged instruction; its partition's demos
-    "fgo-nearest": _fgo(route="demos", nearest_demos=True),  # ... its partition pool's nearest: the default
+    "fgo-nearest": _fgo(route="demos", nearest_demos=True),  # ... its partition pool's nearest
     "fgo-batch": _fgo(critique="batch"),  # one critique call per partition and epoch
     "fgo-tools": _fgo(optimize_tools=True),  # agents: tool descriptions optimized with the instructions
     "fgo-mipro": fgo_mipro,
@@ -146,4 +147,5 @@ METHODS: dict[str, Callable] = {
 
 # Cells that make the same partitions and merge nodes share one checkpoint directory, so the second
 # reuses the first's units; the runner adds the first cell's cost to the second's (see run.py).
-SHARES_UNITS_WITH = {"fgo-route": "fgo-nearest"}  # both route nearest demos: the same merges
+# route=True and route="auto" both score merges with routed nearest demos: the same merges as fgo-nearest.
+SHARES_UNITS_WITH = {"fgo-route": "fgo-nearest", "fgo": "fgo-nearest"}

@@ -290,8 +290,10 @@ def main(argv=None) -> int:
             source = None
             if args.partitions_from and method.startswith("fgo"):
                 directory, _, made_by = args.partitions_from.partition(":")
-                source = Path(directory) / "cells" / f"{task.name}-{args.program}-{made_by or 'fgo'}-seed{seed}.json"
-                seed_partitions(unit_dir, Path(directory) / "checkpoints" / source.stem)
+                made_by = made_by or "fgo"
+                source = Path(directory) / "cells" / f"{task.name}-{args.program}-{made_by}-seed{seed}.json"
+                units = source.stem.replace(f"-{made_by}-", f"-{SHARES_UNITS_WITH.get(made_by, made_by)}-")
+                seed_partitions(unit_dir, Path(directory) / "checkpoints" / units)
             owner = read_owner(unit_dir)
             checkpoint = str(unit_dir)
             # A marker left by a killed attempt: this cell resumes, and adds that attempt's figures to its own.
