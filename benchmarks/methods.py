@@ -98,20 +98,12 @@ def gepa(student, train, val, s: Setup):
 
 
 def knn_fewshot(student, train, val, s: Setup):
-    """DSPy's KNNFewShot: per input, the 4 (``--max-demos``) nearest training examples as labeled demos, on the same offline
-    TF-IDF space FGO's router uses. Its bootstrapping is off: on, it runs the program on each test
-    question's neighbours under a fresh demo set (no cache hits), about 80 s a question on 2 cores."""
-    from dspy_fgo.divide import input_text
-    from dspy_fgo.divide.space import Space
+    """DSPy's KNNFewShot: per input, the 4 (``--max-demos``) nearest training examples as labeled demos, on the
+    same offline TF-IDF space FGO's router uses (``dspy_fgo.baselines.knn_fewshot``)."""
+    from dspy_fgo.baselines import knn_fewshot as nearest_labeled
 
-    space = Space.fit([input_text(ex) for ex in train])
     k = s.demos()
-    # caching=False: DSPy's disk cache keys a callable embedder's vectors by the inputs alone, so a
-    # space fitted on another trainset would get its own vocabulary's vectors back (a shape error).
-    vectorizer = dspy.Embedder(space, caching=False)
-    optimizer = dspy.KNNFewShot(k=k, trainset=train, vectorizer=vectorizer, metric=s.metric,
-                                max_bootstrapped_demos=0, max_labeled_demos=k)
-    return optimizer.compile(student), {"note": f"{k} nearest labeled demos per test input, chosen at inference"}
+    return nearest_labeled(student, train, k), {"note": f"{k} nearest labeled demos per test input, chosen at inference"}
 
 
 def _baseline(name: str):

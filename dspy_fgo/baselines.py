@@ -6,6 +6,8 @@
 - ``BatchWise``: each epoch, split the trainset into fixed batches and update after each batch.
 - ``Bootstrapping``: for N iterations, sample a batch with replacement and update from it.
 
+And ``knn_fewshot``, DSPy's nearest-labeled-demos baseline in FGO's offline space.
+
 They share explore / lessons / rewrite with FGO (``dspy_fgo.optimize.reflect``), the final guard (never
 return something worse than the unoptimized program on the valset or trainset) and the report.
 """
@@ -104,3 +106,17 @@ class Bootstrapping(_SequentialReflection):
         # Default: as many updates as Batch-wise makes, so the two spend comparable budgets.
         iterations = self.iterations or self.epochs * -(-n // self.batch_size)
         return [sorted(rng.choices(range(n), k=self.batch_size)) for _ in range(iterations)]
+
+
+def knn_fewshot(program: dspy.Module, trainset: list, k: int = 4) -> dspy.Module:
+    """DSPy's ``KNNFewShot``, the nearest-demo baseline: each input runs with its ``k`` nearest
+    labeled training examples (no compile call), in the offline space FGO routes in. Bootstrapping
+    is off: on, it runs the program on each input's neighbours under a fresh demo set."""
+    from dspy_fgo.divide import input_text
+    from dspy_fgo.divide.space import Space
+
+    space = Space.fit([input_text(ex) for ex in trainset])
+    # caching=False: DSPy caches a callable embedder's vectors by input alone, across spaces.
+    vectorizer = dspy.Embedder(space, caching=False)
+    return dspy.KNNFewShot(k=k, trainset=trainset, vectorizer=vectorizer, max_bootstrapped_demos=0,
+                           max_labeled_demos=k).compile(program)

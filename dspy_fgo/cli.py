@@ -16,6 +16,7 @@ def demo(args) -> int:
     import dspy
 
     from dspy_fgo import FGO
+    from dspy_fgo.baselines import knn_fewshot
     from dspy_fgo.run.accounting import RoleMeter
     from dspy_fgo.data import bbh_metric, bbh_program, load_bbh, split_bbh
     from dspy_fgo.local import local_lm, serve
@@ -25,7 +26,8 @@ def demo(args) -> int:
     tasks = args.tasks.split(",")
     train, val, test = split_bbh(load_bbh(tasks=tasks), args.n_train, args.n_val, args.n_test)
     print(f"What this is: one dspy.Predict program for {len(tasks)} BIG-bench tasks ({', '.join(tasks)}), optimized "
-          f"by FGO (partitioned by task) and by MIPROv2 (instructions and up to 4 demos, 3 trials), on {args.model} served on "
+          f"by FGO (its defaults, partitioned by task), by DSPy's KNNFewShot (4 nearest labeled demos per input) and "
+          f"by MIPROv2 (instructions and up to 4 demos, 3 trials), on {args.model} served on "
           f"127.0.0.1; {len(train)} train, {len(val)} validation and {len(test)} test questions.\n"
           "What it is not: a benchmark. One seed, small budgets, and 60 questions leave a few points of noise "
           "either way; benchmarks/README.md has the three-seed results.\n", flush=True)
@@ -36,6 +38,7 @@ def demo(args) -> int:
             "unoptimized": lambda p: p,
             "FGO": lambda p: FGO(metric=bbh_metric, partition_by="task", prompt_model=prompt_lm, epochs=args.epochs,
                                  proposals=2, num_threads=2, progress=True).compile(p, trainset=train, valset=val),
+            "KNNFewShot": lambda p: knn_fewshot(p, train, k=4),
             "MIPROv2": lambda p: dspy.MIPROv2(metric=bbh_metric, prompt_model=prompt_lm, auto=None, num_candidates=3,
                                               max_bootstrapped_demos=2, max_labeled_demos=2, num_threads=2,
                                               verbose=False).compile(p, trainset=train, valset=val, num_trials=3,

@@ -68,3 +68,19 @@ def test_baseline_reports_have_fgos_shape(task_lm, prompt_lm):
 def test_bad_batch_settings(cls):
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         cls(metric=exact, batch_size=0)
+
+
+def test_knn_fewshot_shows_each_input_its_nearest_labeled_examples():
+    from dspy_fgo.baselines import knn_fewshot
+    from fakes import FakeLM
+
+    seen = []
+
+    def task(fields, messages):
+        seen.append(" ".join(m["content"] for m in messages[1:-1]))  # the demos, between system and question
+        return {f: "x" for f in fields}
+
+    program = knn_fewshot(dspy.Predict("question -> answer"), make_examples(["alpha", "beta", "gamma"]), k=2)
+    with dspy.context(lm=FakeLM(task, model="fake/task")):
+        program(question="beta question number 7 about beta things")
+    assert seen and seen[-1].count("beta question") == 2 and "alpha" not in seen[-1] and "gamma" not in seen[-1]
