@@ -22,7 +22,7 @@ from dspy_fgo.run.accounting import Counters
 from dspy_fgo.run.checkpoint import Checkpoint
 from dspy_fgo.run.fingerprint import fingerprint
 from dspy_fgo.run.executors import make_job, run_partition_job
-from dspy_fgo.run.runtime import PRIORITY
+from dspy_fgo.run.runtime import PRIORITY, mean
 from dspy_fgo.settings import FGOSettings
 from dspy_fgo.significance import clearly_better
 
@@ -255,7 +255,7 @@ class FGO(ReflectiveOptimizer):
         if per_partition:
             singles = demo_route.experts(chosen)  # one per partition, then the fallback
             specialists = [demo_route.expert(leaf.candidate, i) for i, leaf in enumerate(leaves)]
-            routed = demo_route.plan.decide(leaves, singles[:-1], specialists, demo_route.candidate_score)
+            routed = demo_route.plan.decide(leaves, singles[:-1], specialists, demo_route.scores_of)
             candidates = [*(c if r else e for c, r, e in zip(specialists, routed, singles)), singles[-1]]
             router, nearest = demo_route.router, demo_route.nearest
         else:
@@ -267,8 +267,8 @@ class FGO(ReflectiveOptimizer):
         if not any(routed):
             return program
         items = s.val_items() if s.valset else s.items()
-        score = (demo_route.routed_score(candidates, items) if per_partition
-                 else plan.score(router, candidates, items))
+        score = mean(demo_route.routed_scores(candidates, items) if per_partition
+                     else plan.item_scores(router, candidates, items))
         best = max(selection["scores"].values(), default=float("-inf"))
         selection["scores"]["routed"] = score
         if score <= best:

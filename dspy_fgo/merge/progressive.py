@@ -31,7 +31,7 @@ from dspy_fgo.optimize.prompts import Budget, clip
 from dspy_fgo.optimize.signatures import MergeInstructions
 from dspy_fgo.run.accounting import Counters
 from dspy_fgo.run.fingerprint import fingerprint
-from dspy_fgo.run.runtime import Runtime
+from dspy_fgo.run.runtime import Runtime, mean
 from dspy_fgo.significance import Z, clearly_better
 
 logger = logging.getLogger("dspy_fgo")
@@ -218,7 +218,7 @@ class ProgressiveMerge:
             return {"candidate": best.candidate, "score": best.score, "made_by": "budget_exhausted", "merge_calls": 0}
         items = self.items_of(check_keys)
         child_runs = self.rt.map(lambda n: self.item_scores(n.candidate, items), nodes)
-        child_scores = [_mean(runs) for runs in child_runs]
+        child_scores = [mean(runs) for runs in child_runs]
         best = max(range(len(nodes)), key=lambda i: (child_scores[i], len(nodes[i].checks), -i))
         keys = list(dict.fromkeys(k for node in nodes for k in node.candidate))
         differing = [k for k in keys if len({node.candidate.get(k) for node in nodes}) > 1]
@@ -237,9 +237,9 @@ class ProgressiveMerge:
         options = _Options(lambda candidates: self.rt.map(lambda c: self.item_scores(c, items), candidates))
         if pooled or not texts:
             options.add("identical" if not texts else "pooled_demos", [with_texts({})])
-        reference = max([child_runs[best], *options.runs], key=_mean)
+        reference = max([child_runs[best], *options.runs], key=mean)
         merge, calls = self._ask(nodes, texts, with_texts, options, reference, events) if texts else (None, 0)
-        scores = [_mean(r) for r in options.runs]
+        scores = [mean(r) for r in options.runs]
         record = {"merge_calls": calls, "child_scores": child_scores, "attempts": scores, "attempted": options.labels}
         if merge is not None:
             return {"candidate": options.candidates[merge], "score": scores[merge], "made_by": "llm_merge", **record}
@@ -268,7 +268,7 @@ class ProgressiveMerge:
             options.add("llm_merge", [with_texts({name: text for (a, name), text in zip(asks, merged) if a == ask})
                                       for ask in rollouts])
             merges = [i for i, label in enumerate(options.labels) if label == "llm_merge"]
-            merge = max(merges, key=lambda i: (_mean(options.runs[i]), i), default=None)
+            merge = max(merges, key=lambda i: (mean(options.runs[i]), i), default=None)
             if merge is not None and not clearly_better(reference, options.runs[merge], self.settings.accept_z):
                 return merge, calls
         return None, calls
@@ -300,10 +300,6 @@ class ProgressiveMerge:
             events.add("merges_rejected")
             return max(nodes, key=_evidence).candidate[name]
         return merged
-
-
-def _mean(scores: Sequence[float]) -> float:
-    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _evidence(node: MergeNode) -> tuple[float, int]:

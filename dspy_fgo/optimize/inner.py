@@ -15,7 +15,7 @@ import dspy
 
 from dspy_fgo.candidate import Candidate, apply_candidate, read_candidate
 from dspy_fgo.optimize.reflect import ReflectResult
-from dspy_fgo.run.runtime import Runtime
+from dspy_fgo.run.runtime import Runtime, mean
 from dspy_fgo.tools import is_tool_key
 
 
@@ -36,7 +36,7 @@ def optimize_with_inner(
         compiled = teleprompter.compile(apply_candidate(student, start), **kwargs)
     candidate = read_candidate(compiled, tools=any(map(is_tool_key, start)))
     judged_on = list(checks) if checks else list(items)
-    before, after = rt.score(start, judged_on), rt.score(candidate, judged_on)
+    before, after = mean(rt.item_scores(start, judged_on)), mean(rt.item_scores(candidate, judged_on))
     best, score = (candidate, after) if after >= before else (dict(start), before)
     return (ReflectResult(candidate=best, score=score, baseline_score=before, checks=[k for k, _ in judged_on]),
             type(teleprompter).__name__)

@@ -42,6 +42,7 @@ from dspy_fgo.candidate import Candidate, apply_candidate, candidate_key, is_tex
 from dspy_fgo.divide.partition import input_text
 from dspy_fgo.divide.space import Space, unit_centroids
 from dspy_fgo.route.nearest import NearestDemos
+from dspy_fgo.run.runtime import mean
 
 logger = logging.getLogger("dspy_fgo")
 
@@ -159,16 +160,16 @@ class RoutePlan:
         self._vectors: dict[Any, np.ndarray] = {}
 
     def decide(self, leaves: Sequence, singles: Sequence[Candidate], specialists: Sequence[Candidate] | None = None,
-               score: Callable | None = None) -> list[bool]:
+               item_scores: Callable | None = None) -> list[bool]:
         """Per partition (merge-tree leaf): its specialist serves its inputs when it gets at least
         ``margin`` more of the partition's held-out checks right than its ``singles`` entry (what
         the returned program runs for that partition's inputs) does there.
 
         ``specialists``: what each partition would run if routed (default: the leaf's candidate,
-        whose held-out score is known); ``score(candidate, items)``: how a candidate is scored on
-        them (default: the runtime's mean score), so both sides run as the returned program would."""
+        whose held-out score is known); ``item_scores(candidate, items)``: how a candidate is scored
+        on them (default: as it is), so both sides run as the returned program would."""
         specialists = specialists or [leaf.candidate for leaf in leaves]
-        score = score or self.rt.score
+        item_scores = item_scores or self.rt.item_scores
         routed = []
         for leaf, single, specialist in zip(leaves, singles, specialists):
             if self.rt.exhausted() or not leaf.checks or specialist == single:
@@ -178,8 +179,8 @@ class RoutePlan:
                 routed.append(False)
                 continue
             items = self.items_of(leaf.checks)
-            single_score = score(single, items)
-            specialist_score = leaf.score if specialist == leaf.candidate else score(specialist, items)
+            single_score = mean(item_scores(single, items))
+            specialist_score = leaf.score if specialist == leaf.candidate else mean(item_scores(specialist, items))
             gain = (specialist_score - single_score) * len(items)
             routes = gain >= self.margin - 1e-9
             self.counters.add("partitions_routed" if routes else "partitions_kept_merged")
@@ -201,9 +202,6 @@ class RoutePlan:
     def fit_router(self, groups: Sequence[Sequence[int]], fallback: int, targets: Sequence[int] | None = None) -> Router:
         """A nearest-centroid router with one centroid per group of trainset positions."""
         return Router.fit(self.space, [self._train[list(group)] for group in groups], fallback, targets)
-
-    def score(self, router: Router, candidates: Sequence[Candidate], items) -> float:
-        return sum(self.item_scores(router, candidates, items)) / len(items) if items else 0.0
 
     def item_scores(self, router: Router, candidates: Sequence[Candidate], items) -> list[float]:
         """Each item answered by the candidate it routes to (mostly cached: the merge ran them there)."""
@@ -272,12 +270,6 @@ class DemoRoute:
             return self.plan.item_scores(self.router, experts, items)
         picks = self.router.pick_vectors(self.plan._vectors_of(items))
         return self._cut_scores([(experts[pick], item) for item, pick in zip(items, picks)])
-
-    def routed_score(self, experts: Sequence[Candidate], items) -> float:
-        return sum(self.routed_scores(experts, items)) / len(items) if items else 0.0
-
-    def candidate_score(self, candidate: Candidate, items) -> float:
-        return sum(self.scores_of(candidate, items)) / len(items) if items else 0.0
 
     def scores_of(self, candidate: Candidate, items) -> list[float]:
         """``candidate`` on each item, with its demos cut to the item's nearest when they are a pool."""

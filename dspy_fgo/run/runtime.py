@@ -201,10 +201,6 @@ class Runtime:
         """The candidate's score on each item, in order (paired comparisons need them one by one)."""
         return [trajectory.score for trajectory in self.evaluate(candidate, items)]
 
-    def score(self, candidate: Candidate, items: Sequence[tuple[Any, dspy.Example]]) -> float:
-        trajectories = self.evaluate(candidate, items)
-        return mean_score(trajectories)
-
     def _run_one(self, program: dspy.Module, names: dict, key: Any, example: dspy.Example) -> Trajectory:
         with self.slots.hold(PRIORITY.get()), dspy.context(trace=[]):
             try:
@@ -264,8 +260,13 @@ class Runtime:
                 return None
 
 
+def mean(scores: Sequence[float]) -> float:
+    """The mean of per-item scores (0 for none): every score here is a mean of ``item_scores``."""
+    return sum(scores) / len(scores) if scores else 0.0
+
+
 def mean_score(trajectories: Sequence[Trajectory]) -> float:
-    return sum(t.score for t in trajectories) / len(trajectories) if trajectories else 0.0
+    return mean([t.score for t in trajectories])
 
 
 def _as_dict(outputs: Any) -> dict[str, Any]:
