@@ -21,7 +21,7 @@ from dspy_fgo.route.router import DemoRoute, RoutePlan, Routed
 from dspy_fgo.run.accounting import Counters
 from dspy_fgo.run.checkpoint import Checkpoint
 from dspy_fgo.run.fingerprint import fingerprint
-from dspy_fgo.run.executors import make_job, run_partition_job
+from dspy_fgo.optimize.remote import make_job, run_partition_job
 from dspy_fgo.run.runtime import PRIORITY, mean
 from dspy_fgo.settings import FGOSettings
 from dspy_fgo.significance import clearly_better

@@ -1,4 +1,4 @@
-"""Optimizing partitions on another process or machine: ``FGO(executor=...)``.
+"""One partition optimized as a job on another process or machine: ``FGO(executor=...)``.
 
 Any ``concurrent.futures.Executor`` works (a process pool, ``dask.distributed.Client``, ...). The
 job travels as one cloudpickle blob (DSPy signatures made from strings do not pickle with the
