@@ -179,15 +179,7 @@ class FGO(ReflectiveOptimizer):
 
         self.report_ = self._report(
             s,
-            partitions=[
-                PartitionReport(name=p.name, size=len(p.indices), score_before=r.baseline_score,
-                                score_after=r.score, candidate=r.candidate,
-                                epochs=[{"epoch": h.epoch, "score": h.score, "train_score": h.train_score,
-                                         "critiques": h.critiques, "lessons": h.lessons, "proposals": h.proposals}
-                                        for h in r.history],
-                                task_description=r.task_description, checks=len(r.checks))
-                for p, r in zip(partitions, results)
-            ],
+            partitions=[_partition_report(p, r) for p, r in zip(partitions, results)],
             tree=[node.to_dict() for node in nodes],
             selection=selection,
             notes=notes + ([f"checkpoint {self.checkpoint_dir}: reused {checkpoint.reused} finished units"]
@@ -400,3 +392,12 @@ class FGO(ReflectiveOptimizer):
         run = fingerprint(self.method, settings, signatures, start, s.trainset, s.valset)
         return Checkpoint(self.checkpoint_dir, run, {"method": self.method, "settings": settings,
                                                      "trainset_size": len(s.trainset)})
+
+
+def _partition_report(partition, result) -> PartitionReport:
+    return PartitionReport(name=partition.name, size=len(partition.indices), score_before=result.baseline_score,
+                           score_after=result.score, candidate=result.candidate,
+                           epochs=[{"epoch": h.epoch, "score": h.score, "train_score": h.train_score,
+                                    "critiques": h.critiques, "lessons": h.lessons, "proposals": h.proposals}
+                                   for h in result.history],
+                           task_description=result.task_description, checks=len(result.checks))
