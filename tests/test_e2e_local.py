@@ -9,7 +9,7 @@ import os
 import dspy
 import pytest
 
-from dspy_fgo import FGO, read_candidate
+from dspy_fgo import FGO, Routed, load_routed, read_candidate
 from dspy_fgo.data import bbh_metric, load_bbh
 
 pytestmark = pytest.mark.local_model
@@ -53,17 +53,24 @@ def test_fgo_optimizes_a_real_program_on_bbh(server, tmp_path):
     assert report.usage["optimizer"]["peak_prompt_tokens"] <= 3000
     assert report.tree[-1]["examples"] == list(range(len(train)))
     assert read_candidate(student) == {"self": student.signature.instructions}  # untouched
-    instruction = optimized.signature.instructions
+    # route="auto" (the default) returns one program, or a Routed one where routed demos won.
+    instruction = optimized.named_predictors()[0][1].signature.instructions
     assert isinstance(instruction, str) and instruction.strip()
+    assert report.selection["route"].startswith("auto: ")
 
     # The optimized program is usable: it answers held-out questions, and saves and loads.
     with dspy.context(lm=task_lm):
         answers = [optimized(**ex.inputs()).answer for ex in test]
     assert all(isinstance(a, str) for a in answers)
-    optimized.save(str(tmp_path / "optimized.json"))
-    loaded = dspy.Predict("question -> answer")
-    loaded.load(str(tmp_path / "optimized.json"))
-    assert loaded.signature.instructions == instruction
+    path = str(tmp_path / "optimized.json")
+    optimized.save(path)
+    if isinstance(optimized, Routed):
+        loaded = load_routed(dspy.Predict("question -> answer"), path)
+    else:
+        loaded = dspy.Predict("question -> answer")
+        loaded.load(path)
+    assert loaded.named_predictors()[0][1].signature.instructions == instruction
+    assert loaded.dump_state() == optimized.dump_state()
     print(report.summary())
 
 
