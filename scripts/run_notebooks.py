@@ -5,19 +5,44 @@
 
 Needs the dev and local-small extras. Each runs in a fresh kernel with notebooks/ as its working
 directory and an empty DSPy cache, as a new user's first run would; the files it writes there
-(reports, plots) are removed afterwards. CI runs the notebooks in quick mode without storing them
-(tests/test_notebooks.py).
+(reports, plots) are removed afterwards. Progress bars print a line per update where no notebook
+widgets are installed: each bar is stored in its final state, as a terminal would show it; nothing
+else is changed. CI runs the notebooks in quick mode without storing them (tests/test_notebooks.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+BAR = re.compile(r"^([^:\n]+): .*\[\d+:\d\d")  # a tqdm line: "<description>: ... [mm:ss..."
+
+
+def final_bars(notebook) -> None:
+    """Each progress bar's updates collapsed to its last, in every cell's stream output."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs, bar = [], None
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                lines = [line for line in output.text.split("\n") if line.strip()] or [""]
+                match = BAR.match(lines[-1]) if len(lines) == 1 else None
+                if match and bar == (output.name, match.group(1)):
+                    outputs[-1] = output  # the same bar, updated: keep its latest state
+                    continue
+                bar = (output.name, match.group(1)) if match else None
+                if not output.text.strip():
+                    continue
+            else:
+                bar = None
+            outputs.append(output)
+        cell.outputs = outputs
 
 
 def run(path: Path) -> None:
@@ -30,6 +55,7 @@ def run(path: Path) -> None:
         NotebookClient(notebook, timeout=3600, kernel_name="python3",
                        resources={"metadata": {"path": workdir}}).execute()
     notebook.metadata.pop("widgets", None)
+    final_bars(notebook)
     nbformat.write(notebook, path)
     print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s", flush=True)
 
