@@ -23,10 +23,19 @@ out="$repo/benchmarks/results/demo/transcript.txt"
   echo "# bar is shown in its final state; nothing else is changed."
   python3 - "$work/raw.txt" <<'PY'
 import re, sys
+bar = re.compile(r"^([^:]+): .*\[\d+:\d\d")  # a progress bar's line: "<description>: ... [mm:ss"
+kept, last = [], None
 for line in open(sys.argv[1], encoding="utf-8", errors="replace").read().split("\n"):
-    line = [part for part in line.split("\r") if part.strip()][-1:] or [""]
-    if not re.match(r"\s*WARNING: Location '.*' is ignored", line[0]):
-        print(line[0])
+    line = ([part for part in line.split("\r") if part.strip()][-1:] or [""])[0]
+    if re.match(r"\s*WARNING: Location '.*' is ignored", line):
+        continue
+    match = bar.match(line)
+    if match and last == match.group(1):
+        kept[-1] = line  # the same bar, redrawn: keep its latest state
+        continue
+    last = match.group(1) if match else None
+    kept.append(line)
+print("\n".join(kept))
 PY
 } > "$out"
 echo "wrote $out ($((wall / 60)) min $((wall % 60)) s)"
