@@ -280,7 +280,7 @@ class FGO(ReflectiveOptimizer):
     def _merge_settings(self) -> MergeSettings:
         """Algorithm 2's settings; with ``inner=`` each merge keeps its largest child's demos."""
         return MergeSettings(threshold=self.merge_threshold, clustering=self.clustering, seed=self.seed,
-                             asks=self.proposals, max_demos=0 if self.inner else self.max_demos,
+                             asks=self.proposals, max_demos=self.settings.merged_demos,
                              accept_z=self.accept_z)
 
     def _checkpoint(self, s, start) -> Checkpoint | None:

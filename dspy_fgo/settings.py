@@ -142,6 +142,12 @@ class FGOSettings(Settings):
             raise TypeError("executor must be a concurrent.futures.Executor (anything with submit(fn, *args))")
 
     @property
+    def merged_demos(self) -> int:
+        """The most demos per predictor a merge pools; 0 (keep the largest child's count) with
+        ``inner=``, whose optimizer chose its own number."""
+        return 0 if self.inner else self.max_demos
+
+    @property
     def routes_demos(self) -> bool:
         """Whether merges decide instructions only and demos are routed per input (for ``"auto"``:
         the routed program, weighed against the merged one at the end)."""

@@ -95,8 +95,7 @@ def _demo_nodes(partitions, results, demos) -> list[MergeNode]:
 def _interleaved(settings, nodes: list[MergeNode], demos) -> Candidate:
     """Every partition's demos, best-scoring partition first, up to ``max_demos`` (with ``inner=``,
     the most an inner optimizer chose; ``merge_demos``)."""
-    cap = 0 if settings.inner else settings.max_demos
-    return {k: merge_demos(k, nodes, cap) for k in dict.fromkeys(k for d in demos for k in d)}
+    return {k: merge_demos(k, nodes, settings.merged_demos) for k in dict.fromkeys(k for d in demos for k in d)}
 
 def _demo_pool(s, settings, start, partition, result) -> Candidate:
     """The demos of the partition's training and held-out runs (the start's, made already: no LM
